@@ -51,4 +51,3 @@ class FirstStageConfig:
     measures: Mapping[str, str] = field(default_factory=dict)
     test: Literal["ttest", "permutation"] = "ttest"
     alpha: float = 0.05
-    out_dir: str = "outputs/firststage"
