@@ -1,0 +1,1 @@
+"""Listwise LLM reranking (FIRST single-token scoring, generation baseline, sliding windows, training)."""

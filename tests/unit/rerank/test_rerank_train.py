@@ -1,0 +1,107 @@
+"""FIRST trainer: examples from qrels, encoding (logits position), losses, and a LoRA smoke run."""
+
+import pytest
+import torch
+
+from lab.losses import first_loss, lm_nll, weighted_ranknet
+from lab.records import Candidate, Qrels, Query, Ranking, Run
+from lab.rerank.listwise import identifier_token_ids, pad_token_id
+from lab.rerank.train import (
+    RankExample, TrainConfig, collate, compute_losses, encode_example, evaluate, example_from_ranking,
+    examples_from_run, gold_ranks, train,
+)
+
+EXAMPLE = RankExample("what is rust", ["iron oxide forms", "a systems language", "red colour", "a film"],
+                      ranks=[2, 1, 4, 3])
+
+
+def test_gold_ranks_break_ties_by_first_stage_order():
+    assert gold_ranks([0, 2, 1, 2]) == [4, 1, 3, 2]
+    assert gold_ranks([0, 0, 0]) == [1, 2, 3]
+
+
+def test_examples_from_ranking_and_run():
+    cands = [Candidate(f"d{i}", 1.0 - i / 10, i + 1, f"text {i}") for i in range(6)]
+    ranking = Ranking(Query("q1", "query"), cands)
+    ex = example_from_ranking(ranking, {"d4": 2, "d1": 1, "d5": 2}, 1, 5)
+    assert ex.passages == ["text 1", "text 2", "text 3", "text 4"]
+    assert ex.ranks == [2, 3, 4, 1] and ex.order == [3, 0, 1, 2]
+    run = Run("r", {"q1": ranking, "q2": Ranking(Query("q2", "x"), cands)})
+    exs = examples_from_run(run, Qrels({"q1": {"d5": 1}}), window=4, stride=2)
+    assert [e.passages[0] for e in exs] == ["text 2"]          # windows (2,6) has d5, (0,4) has none
+    with pytest.raises(ValueError):
+        RankExample("q", ["a", "b"], [1, 1])
+
+
+def test_encoding_puts_rank_logits_at_the_bracket(tokenizer):
+    ident = identifier_token_ids(tokenizer, 20)
+    enc = encode_example(tokenizer, EXAMPLE, ident)
+    ids, labels, pos = enc.input_ids, enc.labels, enc.rank_pos
+    assert tokenizer.convert_ids_to_tokens(ids[pos]) == "["
+    assert ids[pos + 1] == ident[1]                              # gold best is B
+    assert all(x == -100 for x in labels[:pos]) and labels[pos:] == ids[pos:]
+    assert tokenizer.decode(ids[pos:]) == "[B] > [A] > [D] > [C]<|im_end|>"
+
+
+def test_compute_losses_uses_the_bracket_position(tokenizer, tiny_model):
+    ident = identifier_token_ids(tokenizer, 20)
+    enc = encode_example(tokenizer, EXAMPLE, ident)
+    batch = collate([enc], pad_token_id(tokenizer))
+    cfg = TrainConfig()
+    with torch.no_grad():
+        parts = compute_losses(tiny_model, batch, torch.tensor(ident), cfg)
+        logits = tiny_model(input_ids=batch["input_ids"]).logits          # [1, L, V]
+    scores = logits[0, enc.rank_pos, ident[:4]][None]                      # [1, 4]
+    rank = weighted_ranknet(scores, torch.tensor([EXAMPLE.ranks]))
+    lm = lm_nll(logits, batch["labels"])
+    torch.testing.assert_close(parts["rank"], rank, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(parts["lm"], lm, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(parts["loss"], first_loss(lm, rank, 10.0), atol=1e-4, rtol=1e-5)
+    with torch.no_grad():                                                   # rank-only stops at "["
+        only = compute_losses(tiny_model, batch, torch.tensor(ident), TrainConfig(objective="rank"))
+    torch.testing.assert_close(only["loss"], rank, atol=1e-5, rtol=1e-5)
+    assert cfg.rank_weight == 10.0 and TrainConfig(rank_loss="listnet").rank_weight == 0.1
+
+
+def test_padded_batch_matches_single_examples(tokenizer, tiny_model):
+    ident = identifier_token_ids(tokenizer, 20)
+    other = RankExample("q", ["a", "b", "c", "d", "e", "f"], [6, 5, 4, 3, 2, 1])
+    encs = [encode_example(tokenizer, e, ident) for e in (EXAMPLE, other)]
+    cfg = TrainConfig(objective="rank")
+    with torch.no_grad():
+        both = compute_losses(tiny_model, collate(encs, pad_token_id(tokenizer)), torch.tensor(ident), cfg)
+        each = [compute_losses(tiny_model, collate([e], pad_token_id(tokenizer)), torch.tensor(ident), cfg)
+                for e in encs]
+    torch.testing.assert_close(both["rank"], (each[0]["rank"] + each[1]["rank"]) / 2, atol=1e-5, rtol=1e-5)
+
+
+def test_lora_smoke_reduces_joint_loss(tokenizer, new_tiny_model):
+    cfg = TrainConfig(steps=5, lr=1e-2, scheduler="constant", seed=0, lora=True, lora_r=8)
+    before = evaluate(new_tiny_model(), tokenizer, [EXAMPLE], cfg)
+    result = train(new_tiny_model(), tokenizer, [EXAMPLE], cfg)
+    after = evaluate(result.model, tokenizer, [EXAMPLE], cfg)
+    losses = [r["loss"] for r in result.losses]
+    assert len(losses) == 5 and [r["step"] for r in result.losses] == [1, 2, 3, 4, 5]
+    assert losses[0] == pytest.approx(before["loss"], rel=1e-4)            # step 1 sees the initial model
+    assert losses[-1] < losses[0] and after["loss"] < before["loss"]
+    assert after["rank"] < before["rank"] and after["lm"] < before["lm"]
+    trainable = [n for n, p in result.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    again = train(new_tiny_model(), tokenizer, [EXAMPLE], TrainConfig(**{**cfg.__dict__, "steps": 2}))
+    assert [r["loss"] for r in again.losses] == losses[:2]                 # fixed seed: identical run
+
+
+def test_objectives_accumulation_and_full_finetuning(tokenizer, new_tiny_model):
+    ex2 = RankExample("q", ["a b", "c d", "e f"], [3, 1, 2])
+    for cfg in (TrainConfig(steps=1, objective="lm", lr=1e-3),
+                TrainConfig(steps=1, objective="rank", rank_loss="lambdarank", lr=1e-3),
+                TrainConfig(steps=1, rank_loss="listnet", batch_size=2, grad_accum=2, lr=1e-3, lora=False)):
+        res = train(new_tiny_model(), tokenizer, [EXAMPLE, ex2], cfg)
+        assert len(res.losses) == cfg.steps
+        row = res.losses[0]
+        if cfg.objective == "lm":
+            assert row["rank"] == 0.0 and row["loss"] == pytest.approx(row["lm"])
+        elif cfg.objective == "rank":
+            assert row["lm"] == 0.0 and row["loss"] == pytest.approx(row["rank"])
+        else:
+            assert row["loss"] == pytest.approx(row["lm"] + 0.1 * row["rank"], rel=1e-5)
