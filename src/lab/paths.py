@@ -21,14 +21,16 @@ _MARKERS = ("dvc.yaml", "params.yaml")
 def repo_root(start: str | os.PathLike | None = None) -> Path:
     """The nearest folder at or above ``start`` (default: cwd) that holds ``params.yaml``.
 
-    ``DVC_ROOT`` (set by DVC for stage commands) wins when ``start`` is not given.
+    The cwd wins over ``DVC_ROOT``: under ``dvc exp run --temp`` DVC runs the stage in a temporary
+    workspace (cwd) while ``DVC_ROOT`` still names the original checkout, and outputs written there
+    would land in the wrong tree. ``DVC_ROOT`` is the fallback for commands run outside the repo.
     """
-    if start is None and os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"]).resolve()
     here = Path(start or os.getcwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / "params.yaml").is_file():
             return folder
+    if start is None and os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
     raise FileNotFoundError(
         f"no params.yaml at or above {here}: run from inside the lab repository or set DVC_ROOT"
     )

@@ -64,7 +64,6 @@ def run_stage(stage: str, notebook: str | os.PathLike, section: str | None = Non
         tracking.ENV_RUN_ID: run.run_id, tracking.ENV_STAGE: stage, tracking.ENV_OUT_DIR: str(staging),
         # Byte-stable outputs: hash-ordered sets/dicts and tokenizer threads must not vary per run.
         "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg", "TOKENIZERS_PARALLELISM": "false",
-        "DVC_ROOT": os.environ.get("DVC_ROOT", str(root)),
     })
     executed = staging / "notebook.ipynb"
     try:

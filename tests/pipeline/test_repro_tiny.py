@@ -52,6 +52,8 @@ def tiny_repo(tmp_path_factory):
     sh(["git", "add", "-A"], dest, env)
     sh(["git", "commit", "-qm", "copy"], dest, env)
     out = sh(["dvc", "repro"], dest, env)
+    sh(["git", "add", "dvc.lock"], dest, env)  # as a user would: experiments start from the committed lock
+    sh(["git", "commit", "-qm", "repro"], dest, env)
     return dest, env, out
 
 

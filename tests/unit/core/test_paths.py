@@ -10,7 +10,10 @@ def test_repo_root_from_cwd_and_dvc_root(repo_copy, monkeypatch, tmp_path):
     sub.mkdir(parents=True)
     monkeypatch.chdir(sub)
     assert paths.repo_root() == repo_copy.resolve()
+    # DVC_ROOT names the original checkout even inside a `dvc exp run --temp` workspace: cwd wins
     monkeypatch.setenv("DVC_ROOT", "/somewhere/else")
+    assert paths.repo_root() == repo_copy.resolve()
+    monkeypatch.chdir(tmp_path.parent)
     assert str(paths.repo_root()) == "/somewhere/else"
 
 
