@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.paths import repo_root
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -29,3 +31,54 @@ def repo_copy(tmp_path, monkeypatch):
     for var in ("LAB_MLFLOW_RUN_ID", "LAB_STAGE", "LAB_OUT_DIR"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
+
+
+# --------------------------------------------------------------------------------------------------------
+# Real data via the mirror: LAB_DATA_MIRROR if set, else ../shared/data beside the repo root. Tests that use
+# these fixtures run offline (LAB_OFFLINE=1) with a private LAB_CACHE, so nothing reaches the network or the
+# user's cache unless a test sets that up on purpose (the loopback download tests).
+def _mirror() -> Path | None:
+    env = os.environ.get("LAB_DATA_MIRROR")
+    path = Path(env) if env else repo_root(REPO).parent / "shared" / "data"
+    return path if (path / "trec-dl" / "qrels.dl19-passage.txt").is_file() else None
+
+
+MIRROR = _mirror()
+
+
+@pytest.fixture(scope="session")
+def mirror(tmp_path_factory) -> Path:
+    """The mirror root, with the environment pointing at it for the whole session."""
+    if MIRROR is None:
+        pytest.skip("no data mirror: set LAB_DATA_MIRROR or provide ../shared/data beside the repo")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LAB_DATA_MIRROR", str(MIRROR))
+    mp.setenv("LAB_OFFLINE", "1")
+    mp.setenv("LAB_CACHE", str(tmp_path_factory.mktemp("lab-cache")))
+    yield MIRROR
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def dl19(mirror):
+    from lab.data.trecdl import load_dataset
+
+    return load_dataset("trec-dl-2019")
+
+
+@pytest.fixture(scope="session")
+def dl20(mirror):
+    from lab.data.trecdl import load_dataset
+
+    return load_dataset("trec-dl-2020")
+
+
+def one_torch_thread():
+    """Tiny models run 10-100x slower with 2 contending intra-op threads; packages opt in with
+    ``_one_thread = pytest.fixture(scope="package", autouse=True)(one_torch_thread)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,16 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import one_torch_thread
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-@pytest.fixture(scope="package", autouse=True)
-def _one_torch_thread():
-    """Tiny models are 10-100x slower with 2 contending intra-op threads; restored after this package."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_one_torch_thread = pytest.fixture(scope="package", autouse=True)(one_torch_thread)
 
 
 def _gguf_dir() -> Path | None:
