@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -28,6 +29,11 @@ from lab.paths import repo_root
 
 class StageFailed(RuntimeError):
     pass
+
+
+def _interrupt(signum, frame):
+    # DVC and CI stop jobs with SIGTERM; turning it into KeyboardInterrupt runs the FAILED bookkeeping below.
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def outputs_dir(stage: str, root: Path) -> Path:
@@ -66,6 +72,7 @@ def run_stage(stage: str, notebook: str | os.PathLike, section: str | None = Non
         "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg", "TOKENIZERS_PARALLELISM": "false",
     })
     executed = staging / "notebook.ipynb"
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         nb = jupytext.read(notebook)
         papermill.execute_notebook(
@@ -84,6 +91,8 @@ def run_stage(stage: str, notebook: str | os.PathLike, section: str | None = Non
             raise
         raise StageFailed(f"stage {stage} failed ({type(e).__name__}); MLflow run {run.run_id} marked FAILED, "
                           f"no outputs written. {e}") from e
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     run.log_artifact(executed)
     old = final.parent / f".{final.name}.old"
     shutil.rmtree(old, ignore_errors=True)
@@ -108,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("LAB_DEBUG"):
             traceback.print_exc()
         return 1
+    except KeyboardInterrupt as e:
+        print(f"error: stage {args.stage} interrupted ({e}); its MLflow run is marked FAILED", file=sys.stderr)
+        return 130
     print(f"stage {args.stage}: outputs in {out}")
     return 0
 

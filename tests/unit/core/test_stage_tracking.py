@@ -2,6 +2,11 @@
 FAILED run and no outputs. Each test starts a real papermill kernel (~5 s)."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -104,3 +109,36 @@ def test_flatten_nest_roundtrip():
     flat = tracking.flatten(nested)
     assert flat == {"a.b": 1, "a.c.d": 2, "e": 3}
     assert tracking._nest(flat) == nested
+
+
+SLOW_NOTEBOOK = """# %% tags=["parameters"]
+profile = "smoke"
+out_dir = "outputs/x"
+
+# %%
+import pathlib, time
+import lab.tracking
+run = lab.tracking.current("firststage", out_dir)
+pathlib.Path(out_dir, "started").write_text("1")
+time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_marks_run_failed_and_cleans_up(repo_copy):
+    nb = repo_copy / "slow.py"
+    nb.write_text(SLOW_NOTEBOOK)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
+    proc = subprocess.Popen([sys.executable, "-m", "lab.stage", "firststage", str(nb)], cwd=repo_copy, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    staging = repo_copy / "outputs" / ".firststage.staging"
+    deadline = time.time() + 90
+    while not (staging / "started").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "slow"
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert "interrupted" in proc.stderr.read()
+    assert not (repo_copy / "outputs" / "firststage").exists() and not staging.exists()
+    _, (run,) = runs(repo_copy)
+    assert run.info.status == "FAILED"
