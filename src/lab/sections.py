@@ -51,3 +51,152 @@ class FirstStageConfig:
     measures: Mapping[str, str] = field(default_factory=dict)
     test: Literal["ttest", "permutation"] = "ttest"
     alpha: float = 0.05
+
+
+# ------------------------------------------------------------------------------------------------ FIRST
+# Reddy et al., EMNLP 2024 (arXiv 2406.15657): single-token listwise reranking. Stages first_train,
+# first_rerank, first_report (notebooks/first); wiring in lab.methods.first.
+FIRST_OBJECTIVES = ("joint", "lm", "rank")
+
+
+@dataclass(frozen=True)
+class FirstTrainData:
+    source: Literal["trec", "rank_zephyr"] = "trec"  # trec: windows + gold orders from graded qrels
+    dataset: str = "trec-dl-2020"      # never an evaluation set (refused)
+    first_stage: str = "bm25"
+    rank_zephyr: str = ""              # source rank_zephyr: HF dataset id or local .jsonl(.gz)
+    max_queries: int = 0               # 0 = every judged query
+    depth: int = 100                   # windows are drawn from the first-stage top `depth`
+    window: int = 20                   # passages per training window
+    top_windows: int = 1               # the first `top_windows` sliding windows (first-stage order) per query
+    random_windows: int = 0            # + augmented windows per query: random subsets holding relevant passages
+    shuffle: bool = False              # present augmented windows shuffled (else in first-stage order)
+    min_relevant: int = 1              # a window needs this many passages with grade > 0
+    max_examples: int = 0              # 0 = all (rank_zephyr: the first N rows)
+
+
+@dataclass(frozen=True)
+class FirstOptim:
+    rank_loss: Literal["ranknet", "listnet", "lambdarank"] = "ranknet"
+    weighted: bool = True
+    lam: float = 10.0                  # L = L_LM + lam * L_rank (paper: weighted RankNet, lam 10)
+    steps: int = 0                     # optimizer steps; 0 = from epochs
+    epochs: float = 1.0
+    batch_size: int = 1
+    grad_accum: int = 1
+    lr: float = 1.0e-4
+    scheduler: Literal["linear", "cosine", "constant"] = "cosine"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 0.0         # 0 = no clipping
+    neftune_alpha: float = 0.0         # NEFTune noise on input embeddings (paper: 5)
+    lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    lora_layers: int = 0               # LoRA on the top N decoder layers only (0 = all); cheaper backward
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    mixed_precision: Literal["fp32", "bf16"] = "fp32"   # under accelerate ("fp32" = its "no": DVC -S rewrites a quoted "no" bare, which YAML reads as false)
+    checkpoint_every: int = 0          # steps between resumable checkpoints; 0 = only the last step
+
+
+@dataclass(frozen=True)
+class FirstRerank:
+    datasets: tuple[str, ...] = ("trec-dl-2019",)    # materialised TREC DL sets (never the training set)
+    first_stages: tuple[str, ...] = ("bm25", "splade_pp_ed")
+    baseline: str = "bm25"             # per first stage: the first-stage order itself
+    max_queries: int = 0
+    depth: int = 20                    # rerank the top `depth` of each first stage
+    window: int = 20
+    stride: int = 10
+    batch_size: int = 4                # windows per forward (single-token) / per generate call
+    # first stage -> configurations "<model>:<mode>", model zeroshot | an objective, mode single | gen
+    configs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    measures: Mapping[str, str] = field(default_factory=dict)
+    test: Literal["ttest", "permutation"] = "ttest"
+    alpha: float = 0.05
+    latency_windows: int = 4           # windows timed one at a time, single-token vs generation
+    beir: tuple[str, ...] = ()         # paper profile: BEIR sets (local BEIR folders or hf ids) ...
+    beir_runs: str = ""                # ... and their first-stage top-100 TREC run files: a "{name}" pattern
+    beir_first_stage: str = "contriever"
+
+
+@section("first")
+@dataclass(frozen=True)
+class FirstConfig:
+    model_role: str = "llm"            # models/<role>, materialised by the models stage
+    prompt: str = "first_alpha_v1"
+    threads: int = 2                   # torch intra-op threads (fixed: float sums depend on it)
+    max_words: int = 300               # passage truncation (words), train and rerank
+    variants: tuple[str, ...] = FIRST_OBJECTIVES   # objectives trained (joint = FIRST; lm, rank: ablation)
+    checkpoint_dir: str = "outputs/checkpoints/first_train"   # resumable state, outside the stage outputs
+    train: FirstTrainData = field(default_factory=FirstTrainData)
+    optim: FirstOptim = field(default_factory=FirstOptim)
+    rerank: FirstRerank = field(default_factory=FirstRerank)
+
+
+# --- NanoVDR (arXiv 2603.12824) ---------------------------------------------------------------------
+NANOVDR_OBJECTIVES = ("cosine", "mse", "infonce", "listwise_kl", "margin_mse", "cosine_kl")
+
+
+@dataclass(frozen=True)
+class NanoVDRPagesConfig:
+    width: int = 320                   # rendered page size in pixels (Pillow default font)
+    height: int = 416
+    font_size: int = 12
+
+
+@dataclass(frozen=True)
+class NanoVDRTrainConfig:
+    epochs: int = 20                   # paper (model card): 20 epochs, lr 2e-4
+    batch_size: int = 64
+    lr: float = 2.0e-4
+    weight_decay: float = 0.01         # AdamW
+    warmup_pct: float = 0.03           # OneCycle, cosine annealing, 3% warm-up
+    grad_clip: float = 1.0
+    finetune_backbone: bool = True     # false: projector only, on backbone states computed once (smoke budget)
+    temperature: float = 0.05          # InfoNCE / listwise-KL softmax temperature
+    kl_top_k: int = 16                 # teacher top-K pages for the listwise KL
+    kl_weight: float = 1.0             # λ in cosine + λ·KL
+    negatives: int = 4                 # teacher-mined negatives per query (InfoNCE, Margin-MSE)
+    negative_offset: int = 3           # negatives = teacher ranks offset+1 .. offset+negatives
+    select_by: Literal["objective", "cosine"] = "objective"   # best epoch by validation loss of ...
+    num_threads: int = 0               # torch threads while training; 0 = 1 for a frozen backbone, else default
+
+
+@section("nanovdr")
+@dataclass(frozen=True)
+class NanoVDRConfig:
+    # teacher: "text" = smoke stand-in (sentence encoder over the page's source text);
+    # "qwen3_vl" = the paper's Qwen3-VL-Embedding-2B over the page image
+    teacher_kind: Literal["text", "qwen3_vl"] = "text"
+    teacher: str = "all-mpnet-base-v2"
+    teacher_instruction: str = ""      # query-side instruction of the teacher (targets are cached with it)
+    teacher_batch_size: int = 32
+    page_max_length: int = 64          # text teacher: page tokens kept
+    query_max_length: int = 32
+    student: str = "paraphrase-minilm-l3-v2"
+    projector_hidden: int = 768        # MLP in -> hidden -> teacher dim (GELU); 0 = one linear layer
+    student_max_length: int = 32
+    eval_dataset: str = "trec-dl-2019"      # test queries and page pool (never used in training)
+    train_dataset: str = "trec-dl-2020"     # its queries train; its page pool feeds the document-aware objectives
+    pool_first_stages: tuple[str, ...] = FIRST_STAGES   # page pool = union of these runs' top-depth candidates
+    eval_pool_depth: int = 10
+    train_pool_depth: int = 5
+    query_pool: str = "msmarco-passage-dev-subset"      # unlabelled training queries
+    train_queries: int = 1200          # taken from the pool after the validation ones; 0 = all the rest
+    val_queries: int = 150
+    languages: tuple[str, ...] = ()    # "-Multi": machine-translated copies of the training queries
+    translator: Literal["none", "fake", "marian"] = "none"
+    objectives: tuple[str, ...] = NANOVDR_OBJECTIVES
+    train: NanoVDRTrainConfig = field(default_factory=NanoVDRTrainConfig)
+    pages: NanoVDRPagesConfig = field(default_factory=NanoVDRPagesConfig)
+    render_pages: bool = True
+    search_depth: int = 100
+    measures: Mapping[str, str] = field(default_factory=dict)
+    test: Literal["ttest", "permutation"] = "ttest"
+    alpha: float = 0.05
+    data_dir: str = "data"
+    index_dir: str = "outputs/nanovdr_index"
+    distill_dir: str = "outputs/nanovdr_distill"

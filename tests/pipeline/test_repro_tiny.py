@@ -14,10 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[2]
 MIRROR = os.environ.get("LAB_DATA_MIRROR") or str((REPO.parent / "shared" / "data").resolve())
+
+# every dvc.yaml stage runs on the tiny profile and lands in MLflow (FIRST's first_* stages included)
+STAGES = tuple(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
 
 pytestmark = [
     pytest.mark.slow,
@@ -64,17 +68,19 @@ def mlflow_runs(root):
 
 def test_repro_runs_every_stage_and_tracks_it(tiny_repo):
     root, env, out = tiny_repo
-    for stage in ("data", "models", "firststage"):
+    for stage in STAGES:
         assert f"Running stage '{stage}'" in out
         assert (root / "outputs" / stage / "notebook.ipynb").is_file()
     metrics = json.loads((root / "outputs" / "firststage" / "metrics.json").read_text())
     assert set(metrics) == {"trec-dl-2019", "trec-dl-2020"}
     assert set(metrics["trec-dl-2019"]) == {"bm25", "splade_pp_ed"}
     runs = {r.data.tags["stage"]: r for r in mlflow_runs(root)}
-    assert set(runs) == {"data", "models", "firststage"}
+    assert set(runs) == set(STAGES)
     assert all(r.info.status == "FINISHED" and r.data.tags["profile"] == "tiny" for r in runs.values())
     first = runs["firststage"].data.metrics
     assert first["trec-dl-2019.bm25.ndcg_10"] == metrics["trec-dl-2019"]["bm25"]["ndcg_10"]
+    claims = json.loads((root / "outputs" / "first_report" / "metrics.json").read_text())["claims"]
+    assert {"first_stage_ndcg_10", "trained_single_ndcg_10", "joint_minus_lm", "latency_ratio"} <= set(claims)
     shown = sh(["dvc", "metrics", "show", "--json"], root, env)
     assert "ndcg_10" in shown
     html = root / "plots.html"
@@ -98,6 +104,7 @@ def test_exp_run_temp_reruns_only_changed_stage_and_logs_to_main_db(tiny_repo):
     out = sh(["dvc", "exp", "run", "--temp", "-S", "firststage.alpha=0.01"], root, env)
     assert "Running stage 'firststage'" in out
     assert "Running stage 'data'" not in out and "Running stage 'models'" not in out
+    assert "Running stage 'first_train'" not in out and "Running stage 'first_rerank'" not in out
     new = [r for r in mlflow_runs(root) if r.info.run_id not in before]
     assert len(new) == 1 and new[0].data.tags["stage"] == "firststage"
     assert new[0].info.status == "FINISHED"

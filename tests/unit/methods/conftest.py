@@ -1,7 +1,7 @@
 """Tiny fake TREC-like data and the ``nanovdr`` schema for the NanoVDR tests.
 
-Until ``experiments/nanovdr/sections.fragment.py`` is merged into ``lab.sections``, the schema is
-registered here by executing the fragment in ``lab.sections``' namespace (what the merge does).
+The schema is ``lab.sections``' ``nanovdr`` section; the tiny values come from ``params.yaml``'s
+``nanovdr`` section with its ``tiny`` profile.
 Models are ``random:bert-tiny`` built into a private ``LAB_CACHE``; nothing touches the user's cache.
 """
 
@@ -18,24 +18,21 @@ from lab.data.formats import write_candidates_jsonl, write_qrels, write_topics
 from lab.records import Candidate, Qrels, Query, Ranking, Run
 
 REPO = Path(__file__).resolve().parents[3]
-FRAGMENTS = REPO / "experiments" / "nanovdr"
+PARAMS = REPO / "params.yaml"
 
 TOPICS = ["lobster", "volcano", "tax", "guitar", "anthropology", "insulin", "bridge", "coffee", "satellite",
           "tennis", "glacier", "mortgage"]
 
 
 def nanovdr_schema():
-    if "nanovdr" not in lab.config.SECTIONS:
-        code = compile((FRAGMENTS / "sections.fragment.py").read_text(), str(FRAGMENTS / "sections.fragment.py"), "exec")
-        exec(code, vars(lab.sections))
     return lab.config.SECTIONS["nanovdr"]
 
 
 def tiny_config(**overrides):
-    raw = yaml.safe_load((FRAGMENTS / "params.fragment.yaml").read_text())["nanovdr"]
-    values = lab.config.resolve_profile(raw, "tiny", "params.fragment.yaml: nanovdr")
+    raw = yaml.safe_load(PARAMS.read_text())["nanovdr"]
+    values = lab.config.resolve_profile(raw, "tiny", "params.yaml: nanovdr")
     values.update(overrides)
-    return lab.config.build(nanovdr_schema(), values, "params.fragment.yaml: nanovdr")
+    return lab.config.build(nanovdr_schema(), values, "params.yaml: nanovdr")
 
 
 def _doc(topic: str, i: int) -> str:

@@ -1,0 +1,65 @@
+# %% [markdown]
+# # FIRST 2/3: rerank TREC DL 2019 with single-token and generation decoding
+#
+# Every configuration `<model>:<mode>` reranks the top candidates of each first stage (BM25 and SPLADE++ED) in
+# sliding windows: `zeroshot` is the untrained base model, `joint` / `lm` / `rank` the models trained by
+# `first_train`; `single` sorts a window by the identifier logits after `[` (one forward pass, FIRST), `gen`
+# greedily generates the permutation `[B] > [A] > ...` (RankZephyr-style). nDCG@10 is tested per query against
+# BM25 and against the run's own first stage; Kendall τ compares the two decodings of the same model on the same
+# windows; latency is seconds per window, one window at a time, on the same windows and model.
+
+# %% tags=["parameters"]
+profile = "smoke"
+out_dir = "outputs/first_rerank"
+
+# %%
+from pathlib import Path
+
+import lab.config
+import lab.tracking
+from lab.eval import plots
+from lab.methods import first
+from lab.rerank.evaluation import nested_metrics
+
+cfg = lab.config.load("first", profile)
+seed = lab.config.read_params().get("seed", 0)
+run = lab.tracking.current("first_rerank", out_dir, params=lab.config.as_plain(cfg), profile=profile)
+first.setup_torch(cfg, seed)
+model_path = Path(lab.config.load("models", profile).out_dir) / cfg.model_role
+adapters = Path("outputs") / "first_train" / "adapters"
+sets = first.eval_sets(cfg, lab.config.load("data", profile).out_dir)
+clock = first.Stopwatch()
+runs, timing, generations = first.rerank_all(cfg, sets, model_path=model_path, adapters_dir=adapters)
+rerank_seconds = clock.seconds()
+first.save_runs(runs, Path(out_dir) / "runs")
+summary, per_query, taus = first.evaluate_all(cfg, sets, runs)
+run.log_metrics(nested_metrics(summary, taus))
+run.log_table(summary, "summary")
+run.log_table(per_query, "per_query")
+run.log_table(taus, "kendall_tau")
+summary[["dataset", "first_stage", "config", "measure", "mean", "delta", "p_value", "p_value_fs"]].round(4)
+
+# %%
+clock = first.Stopwatch()
+latency = first.latency(cfg, model_path, adapters / "joint", sets[0].runs[cfg.rerank.baseline],
+                        cfg.rerank.latency_windows)
+timing["seconds"] = timing["seconds"].round(3)
+timing["seconds_per_window"] = timing["seconds_per_window"].round(4)
+run.log_table(timing, "timing")
+run.log_table(generations, "generations")
+run.log_metrics({"latency": latency.summary(), "seconds": {"rerank": rerank_seconds, "latency": clock.seconds()}})
+timing
+
+# %%
+shown = per_query.assign(run=per_query["config"])
+fig = plots.metric_by_run(shown, "ndcg_10", hue="first_stage",
+                          title="TREC DL 2019 nDCG@10 per configuration (bars: mean, 95% CI; dots: queries)")
+run.log_figure(fig, "ndcg_10_by_config")
+
+# %% [markdown]
+# The figure shows nDCG@10 per configuration on each first stage (`first_stage` is the first stage's own order). In
+# the smoke run, single-token reranking of BM25's top 20 scored 0.4955 zero-shot and 0.5002 after training (BM25
+# alone: 0.5058, paired t-test p = 0.46), and 0.7195 / 0.7231 over SPLADE++ED (alone: 0.7308). Generation never wrote
+# a complete permutation for BM25 (0 of 43 windows; 1 of 43 over SPLADE++ED): the models continue copying the
+# passages after `[A]`, so both generation runs keep the first-stage order (0.5058 / 0.7308). Single-token decoding
+# took 2.73 s per window against 8.80 s for generation (3.22x).

@@ -1,0 +1,1 @@
+"""Paper methods: each module wires data, models, losses and evaluation for one paper's stages."""

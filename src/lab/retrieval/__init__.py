@@ -1,0 +1,11 @@
+"""Dense retrieval: text encoders and projectors (:mod:`~lab.retrieval.dense`), frozen teachers
+(:mod:`~lab.retrieval.teachers`), exact faiss search returning :class:`~lab.records.Run`
+(:mod:`~lab.retrieval.index`), and the embedding-distillation trainer (:mod:`~lab.retrieval.train`).
+
+Importing this package loads torch; faiss and transformers load when first used.
+"""
+
+from lab.retrieval.dense import EmbeddingCache, Encoder, Projector, mean_pool
+from lab.retrieval.index import DenseIndex, bytes_per_page
+
+__all__ = ["DenseIndex", "EmbeddingCache", "Encoder", "Projector", "bytes_per_page", "mean_pool"]
