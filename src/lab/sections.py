@@ -111,6 +111,9 @@ class FirstRerank:
     window: int = 20
     stride: int = 10
     batch_size: int = 4                # windows per forward (single-token) / per generate call
+    # gen mode: "free" greedy generation, parsed (the paper's baseline), or "constrained" to the [X] > [Y]
+    # grammar (lab.rerank.constrained): small models do not write a permutation by themselves
+    generation: Literal["free", "constrained"] = "free"
     # first stage -> configurations "<model>:<mode>", model zeroshot | an objective, mode single | gen
     configs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     measures: Mapping[str, str] = field(default_factory=dict)
@@ -193,6 +196,10 @@ class NanoVDRConfig:
     train: NanoVDRTrainConfig = field(default_factory=NanoVDRTrainConfig)
     pages: NanoVDRPagesConfig = field(default_factory=NanoVDRPagesConfig)
     render_pages: bool = True
+    # ViDoRe evaluation (paper profile): keys of lab/data/vidore.yaml ("v1/docvqa", ...); empty = none
+    benchmarks: tuple[str, ...] = ()
+    benchmark_dir: str = ""            # local root with <owner>/<name>/ laid out like the Hub; "" = mirror, then Hub
+    benchmark_languages: tuple[str, ...] = ()   # keep v2/v3 queries in these `language` values; empty = all
     search_depth: int = 100
     measures: Mapping[str, str] = field(default_factory=dict)
     test: Literal["ttest", "permutation"] = "ttest"

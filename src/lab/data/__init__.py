@@ -4,7 +4,8 @@
 - :mod:`lab.data.sources`: mirror -> verified cache -> verified download for every registered file;
 - :mod:`lab.data.trecdl`: TREC DL 2019/2020 with the six first-stage runs, query pools, BEIR topics,
   and the DVC ``data`` stage (:func:`materialise` / :func:`load_materialised`);
-- :mod:`lab.data.beir`: BEIR-format corpora from a folder or the Hugging Face Hub.
+- :mod:`lab.data.beir`: BEIR-format corpora from a folder or the Hugging Face Hub;
+- :mod:`lab.data.vidore`: ViDoRe v1/v2/v3 page-image benchmarks (parquet) from a folder, the mirror or the Hub.
 """
 
 from lab.data.formats import (

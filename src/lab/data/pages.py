@@ -33,8 +33,9 @@ LINE_SPACING = 1.25  # line height = font_size * LINE_SPACING
 class Page:
     """One document page: its id, the source text it was rendered from, and the rendered PNG.
 
-    ``text`` is what a text teacher reads (the smoke stand-in); ``image`` is the PNG a VLM teacher
-    reads (``None`` for a page that was never rendered, e.g. in unit tests of text-only code).
+    ``text`` is what a text teacher reads (the smoke stand-in); ``image`` is the file a VLM teacher
+    reads: a PNG rendered here, or a benchmark's own page image (:mod:`lab.data.vidore`); ``None`` for
+    a page that was never rendered, e.g. in unit tests of text-only code.
     """
 
     docid: str
@@ -45,11 +46,16 @@ class Page:
         if not isinstance(self.docid, str):
             object.__setattr__(self, "docid", str(self.docid))
 
-    def load_image(self) -> Image.Image:
+    def load_image(self, mode: str | None = "RGB") -> Image.Image:
+        """The page image in ``mode`` (``None``: as stored, e.g. RGBA, for callers with their own
+        conversion such as the Qwen3-VL teacher, which pastes transparency on white)."""
         if self.image is None:
             raise FileNotFoundError(f"page {self.docid}: no rendered image")
         with Image.open(self.image) as im:
-            return im.convert("RGB")
+            if mode is None:
+                im.load()
+                return im.copy()
+            return im.convert(mode)
 
 
 @lru_cache(maxsize=8)

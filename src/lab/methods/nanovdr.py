@@ -9,6 +9,10 @@
 3. :func:`evaluate`: student vs teacher vs BM25 over the same test page pool (nDCG@10 / nDCG@5,
    retention = student / teacher, paired test against the teacher).
 
+Paper profile: ``cfg.benchmarks`` (ViDoRe v1/v2/v3 sets) adds a teacher page index per set to step 1
+and :func:`evaluate_benchmarks` (NDCG@5, retention as the paper defines it), in
+:mod:`lab.methods.nanovdr_vidore`; with no benchmarks (smoke, tiny) nothing changes.
+
 Data split (smoke): test = ``eval_dataset`` (DL19) queries over its page pool; training queries = the
 unlabelled MS MARCO dev-subset (after a held-out validation slice) + ``train_dataset`` (DL20) queries;
 the document-aware objectives see the DL20 page pool's teacher embeddings, never the test pool.
@@ -36,7 +40,7 @@ from lab.paths import atomic_path, cache_dir, dumps_json, write_json
 from lab.records import Query, Run
 
 __all__ = ["IndexArtifacts", "page_pool", "split_queries", "build_index", "load_index", "distill_data",
-           "distill", "evaluate", "bm25_run", "train_settings"]
+           "distill", "evaluate", "evaluate_benchmarks", "bm25_run", "train_settings"]
 
 
 # --------------------------------------------------------------------------------------------- pools
@@ -148,6 +152,13 @@ def build_index(cfg, out_dir: str | Path, *, seed: int = 0, teacher=None, cache=
         timings[f"teacher_{split}_queries_s"] = time.perf_counter() - t0
         write_topics(qs, out / "queries" / f"{split}.tsv")
         _save_npy(out / "emb" / f"{split}_queries.npy", query_emb[split])
+    if cfg.benchmarks:                  # paper profile: ViDoRe pages and queries, same teacher and cache
+        from lab.methods.nanovdr_vidore import index_benchmarks
+
+        t0 = time.perf_counter()
+        benchmarks = index_benchmarks(cfg, out, teacher, cache, exclude=queries["train"] + queries["val"],
+                                      progress=progress)
+        timings["teacher_benchmarks_s"] = time.perf_counter() - t0
     k = TrainSettings(**_train_kwargs(cfg)).top_k_needed
     train_index = DenseIndex([p.docid for p in pools["train"]], page_emb["train"])
     for split in ("train", "val"):
@@ -159,6 +170,8 @@ def build_index(cfg, out_dir: str | Path, *, seed: int = 0, teacher=None, cache=
                 "pages": {s: len(p) for s, p in pools.items()}, "queries": {s: len(q) for s, q in queries.items()},
                 "fingerprint": hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in
                                                        (*page_emb.values(), *query_emb.values()))).hexdigest()}
+    if cfg.benchmarks:                  # not in the fingerprint: students do not train on them
+        manifest["benchmarks"] = benchmarks
     write_json(out / "manifest.json", manifest)
     return {**manifest, "timings": timings, "cache": {"computed": dict(cache.computed), "hits": dict(cache.hits)}}
 
@@ -265,6 +278,15 @@ def bm25_run(pages: Sequence[Page], queries: Sequence[Query], k: int, name: str 
         run.add(Ranking(q, [Candidate(pages[int(d)].docid, float(s), rank=r + 1)
                             for r, (d, s) in enumerate(zip(d_row, s_row)) if float(s) > 0]))
     return run
+
+
+def evaluate_benchmarks(cfg, students: Mapping[str, str | Path], *, index_dir: str | Path | None = None):
+    """Paper profile: teacher and students on every ViDoRe set of ``cfg.benchmarks`` (NDCG@5 per set,
+    macro average per version, retention = mean over versions of student / teacher); see
+    :mod:`lab.methods.nanovdr_vidore`."""
+    from lab.methods.nanovdr_vidore import evaluate_benchmarks as run
+
+    return run(cfg, students, index_dir=index_dir or cfg.index_dir)
 
 
 @dataclass

@@ -7,8 +7,9 @@ training query once (with its query instruction). Two implementations share one 
   reads the page's **source text**, not its image. It is a stand-in for the VLM, nothing more: no
   model that reads page images runs here (CPU only, no Hub access). It keeps the pipeline's shape:
   a frozen, larger teacher fixes the embedding space; the student maps query text into it.
-* :class:`Qwen3VLEmbeddingTeacher` (paper profile): the VLM over the rendered page image. Lazy
-  imports; needs ``transformers>=4.57`` (Qwen3-VL), the weights from the Hub and a GPU in practice.
+* :class:`Qwen3VLEmbeddingTeacher` (paper profile): the VLM over the page image (rendered, or a
+  ViDoRe page), formatted, resized and pooled as the upstream embedder does (sources in its
+  docstring). Lazy imports; needs ``transformers>=4.57``, the weights from the Hub and a GPU.
 
 :func:`encode_cached` puts an :class:`~lab.retrieval.dense.EmbeddingCache` in front of either.
 """
@@ -24,8 +25,8 @@ from lab.retrieval.dense import EmbeddingCache, Encoder, model_fingerprint
 
 __all__ = ["Teacher", "TextTeacher", "Qwen3VLEmbeddingTeacher", "encode_cached", "build_teacher"]
 
-QWEN3VL_QUERY_INSTRUCTION = "Find a document image that matches the given query."  # NanoVDR's cached targets
-QWEN3VL_INSTALL = ("pip install 'transformers>=4.57' qwen-vl-utils accelerate  # and a CUDA GPU; "
+QWEN3VL_QUERY_INSTRUCTION = "Find a document image that matches the given query."  # NanoVDR teacher.py default
+QWEN3VL_INSTALL = ("pip install 'transformers>=4.57' accelerate  # and a CUDA GPU; "
                    "weights: hf:Qwen/Qwen3-VL-Embedding-2B")
 
 
@@ -86,32 +87,104 @@ class TextTeacher:
             enc.instruction = ""
 
 
+# ---- Qwen3-VL-Embedding, as upstream runs it -------------------------------------------------------
+# Read from the upstream embedder (QwenLM/Qwen3-VL-Embedding ``src/models/qwen3_vl_embedding.py``, shipped
+# in the Hub repo as ``scripts/qwen3_vl_embedding.py``; stored copies read: robustonian/Qwen3-VL-Embedding
+# src/models/qwen3_vl_embedding.py and wenchunchia/MultiModal-Search-Qwen3-VL-Embedding-
+# scripts/qwen3_vl_embedding.py, identical in every line used here) and its image resizing
+# (QwenLM/Qwen3-VL qwen-vl-utils/src/qwen_vl_utils/vision_process.py: fetch_image, smart_resize).
+QWEN3VL_DEFAULT_INSTRUCTION = "Represent the user's input."   # upstream default_instruction (NanoVDR: pages)
+QWEN3VL_IMAGE_FACTOR = 32                  # image_patch_size 16 x spatial merge 2
+QWEN3VL_MIN_PIXELS = 4 * 32 * 32           # upstream MIN_PIXELS = 4 * IMAGE_FACTOR**2 = 4,096
+QWEN3VL_MAX_PIXELS = 1800 * 32 * 32        # upstream MAX_PIXELS = 1800 * IMAGE_FACTOR**2 = 1,843,200
+QWEN3VL_MAX_LENGTH = 8192                  # upstream MAX_LENGTH (truncation=True)
+
+
+def qwen3vl_instruction(text: str | None) -> str:
+    """Upstream ``format_model_input``: strip, add a full stop unless the instruction ends in
+    punctuation (Unicode category P*); empty -> the default instruction."""
+    import unicodedata
+
+    text = (text or "").strip()
+    if text and not unicodedata.category(text[-1]).startswith("P"):
+        text += "."
+    return text or QWEN3VL_DEFAULT_INSTRUCTION
+
+
+def smart_resize(height: int, width: int, factor: int = QWEN3VL_IMAGE_FACTOR, min_pixels: int = QWEN3VL_MIN_PIXELS,
+                 max_pixels: int = QWEN3VL_MAX_PIXELS) -> tuple[int, int]:
+    """qwen-vl-utils' ``smart_resize``: sides rounded to ``factor``, area clamped into the pixel range."""
+    import math
+
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}")
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar, w_bar = math.floor(height / beta / factor) * factor, math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def qwen3vl_image(image, min_pixels: int = QWEN3VL_MIN_PIXELS, max_pixels: int = QWEN3VL_MAX_PIXELS):
+    """qwen-vl-utils' ``fetch_image``: RGBA pasted on white (else ``convert("RGB")``), then a PIL resize
+    (default filter) to :func:`smart_resize`'s size; the processor is then called with ``do_resize=False``."""
+    from PIL import Image
+
+    if image.mode == "RGBA":
+        rgb = Image.new("RGB", image.size, (255, 255, 255))
+        rgb.paste(image, mask=image.split()[3])
+    else:
+        rgb = image.convert("RGB")
+    height, width = smart_resize(rgb.height, rgb.width, min_pixels=min_pixels, max_pixels=max_pixels)
+    return rgb.resize((width, height))
+
+
 def _pool_last(hidden, mask):
-    """Hidden state of each sequence's last real token (left or right padding). [B, T, H] -> [B, H]."""
+    """Upstream ``_pooling_last``: the hidden state at each row's last attention-mask 1 (the final token
+    of the chat, i.e. of the assistant generation prompt). [B, T, H] -> [B, H]."""
     import torch
 
-    if bool(mask[:, -1].all()):                                    # left padding: last column is real
-        return hidden[:, -1]
-    last = mask.long().sum(dim=1) - 1                              # [B] right padding
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    last = mask.shape[1] - mask.flip(dims=[1]).argmax(dim=1) - 1                 # [B]
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]     # [B, H]
 
 
 class Qwen3VLEmbeddingTeacher:
     """Paper teacher: Qwen3-VL-Embedding over page **images** (pages) and query text (queries).
 
-    Input format follows the Qwen3-VL-Embedding model card as we understand it: a chat with the
-    instruction as system message and the page image (or query text) as user content; the embedding
-    is the last token's final hidden state, L2-normalised (2048-d for the 2B model). Check it against
-    the upstream ``scripts/qwen3_vl_embedding.py`` before trusting paper-profile numbers; it cannot
-    run here (no GPU, no Hub).
+    Matches upstream ``Qwen3VLEmbedder.process`` (QwenLM/Qwen3-VL-Embedding
+    ``src/models/qwen3_vl_embedding.py`` = Hub ``scripts/qwen3_vl_embedding.py``), as NanoVDR calls it
+    (Ryenhails/NanoVDR ``nanovdr/teacher.py``: pages as ``{"image": im}``, queries as
+    ``{"text": q, "instruction": "Find a document image that matches the given query."}``):
+
+    * chat = system ``[{"type": "text", "text": instruction}]`` + user content (image first, then text;
+      ``"NULL"`` when empty); pages get the default instruction ``"Represent the user's input."``;
+      instructions get a final full stop unless they end in punctuation;
+    * ``apply_chat_template(..., add_generation_prompt=True)``; processor with right padding,
+      ``truncation=True, max_length=8192, padding=True, do_resize=False``;
+    * images resized beforehand as qwen-vl-utils does (factor 32, 4,096..1,843,200 pixels, PIL default
+      filter; no qwen-vl-utils / torchvision dependency);
+    * embedding = final hidden state at the last attention-mask position, L2-normalised (2048-d, 2B).
+
+    Not settled by the stored sources: upstream loads ``Qwen3VLForEmbedding`` (a ``Qwen3VLModel`` under
+    ``.model``) with ``trust_remote_code``; we load ``Qwen3VLModel`` directly (same forward, weights
+    found through the ``model.`` base prefix), which could not be checked against the real checkpoint
+    here. ``dtype`` defaults to float16 as NanoVDR's teacher.py (which also used flash_attention_2; we
+    leave the attention kernel to transformers). Needs ``transformers>=4.57``, the Hub weights and a GPU.
     """
 
     def __init__(self, ref: str = "hf:Qwen/Qwen3-VL-Embedding-2B", *, query_instruction: str = QWEN3VL_QUERY_INSTRUCTION,
-                 page_instruction: str = "Represent the user's input.", batch_size: int = 4,
-                 dtype: str = "bfloat16", device: str | None = None, model=None, processor=None):
+                 page_instruction: str = QWEN3VL_DEFAULT_INSTRUCTION, batch_size: int = 4, dtype: str = "float16",
+                 device: str | None = None, min_pixels: int = QWEN3VL_MIN_PIXELS, max_pixels: int = QWEN3VL_MAX_PIXELS,
+                 max_length: int = QWEN3VL_MAX_LENGTH, model=None, processor=None):
         self.name, self.ref = f"qwen3vl:{ref}", ref
-        self.query_instruction, self.page_instruction = query_instruction, page_instruction
+        self.query_instruction = qwen3vl_instruction(query_instruction)
+        self.page_instruction = qwen3vl_instruction(page_instruction)
         self.batch_size, self.dtype, self.device = batch_size, dtype, device
+        self.min_pixels, self.max_pixels, self.max_length = min_pixels, max_pixels, max_length
         self._model, self._processor = model, processor
 
     def _load(self):
@@ -127,7 +200,7 @@ class Qwen3VLEmbeddingTeacher:
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
             self._model = Qwen3VLModel.from_pretrained(folder, dtype=getattr(torch, self.dtype),
                                                        use_safetensors=True, trust_remote_code=False).to(device).eval()
-            self._processor = AutoProcessor.from_pretrained(folder, trust_remote_code=False)
+            self._processor = AutoProcessor.from_pretrained(folder, trust_remote_code=False, padding_side="right")
         return self._model, self._processor
 
     @property
@@ -136,35 +209,46 @@ class Qwen3VLEmbeddingTeacher:
         return int(model.config.text_config.hidden_size)
 
     def fingerprint(self) -> str:
-        return f"Qwen3VLEmbeddingTeacher:{self.ref}:{self.page_instruction}"
+        return (f"Qwen3VLEmbeddingTeacher/2:{self.ref}:{self.page_instruction}:{self.dtype}:"
+                f"{self.min_pixels}-{self.max_pixels}:{self.max_length}")
 
-    def _embed(self, items: Sequence[dict], instruction: str, progress: bool, desc: str) -> np.ndarray:
+    def conversation(self, instruction: str, image=None, text: str | None = None) -> list[dict]:
+        """Upstream ``format_model_input`` for an image and/or text (no video)."""
+        content = []
+        if image is not None:
+            content.append({"type": "image", "image": image, "min_pixels": self.min_pixels, "max_pixels": self.max_pixels})
+        if text:
+            content.append({"type": "text", "text": text})
+        return [{"role": "system", "content": [{"type": "text", "text": instruction}]},
+                {"role": "user", "content": content or [{"type": "text", "text": "NULL"}]}]
+
+    def _embed(self, chats: Sequence[list[dict]], progress: bool, desc: str) -> np.ndarray:
         import torch
         import torch.nn.functional as F
         from tqdm.auto import tqdm
 
         model, processor = self._load()
         out = []
-        for start in tqdm(range(0, len(items), self.batch_size), desc=desc, disable=not progress):
-            chunk = items[start:start + self.batch_size]
-            chats = [[{"role": "system", "content": [{"type": "text", "text": instruction}]},
-                      {"role": "user", "content": [it]}] for it in chunk]
-            texts = [processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
-            images = [it["image"] for it in chunk if it["type"] == "image"] or None
-            enc = processor(text=texts, images=images, padding=True, return_tensors="pt").to(model.device)
+        for start in tqdm(range(0, len(chats), self.batch_size), desc=desc, disable=not progress):
+            chunk = chats[start:start + self.batch_size]
+            texts = [processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
+            images = [qwen3vl_image(part["image"], self.min_pixels, self.max_pixels)
+                      for c in chunk for part in c[1]["content"] if part["type"] == "image"] or None
+            enc = processor(text=texts, images=images, truncation=True, max_length=self.max_length, padding=True,
+                            do_resize=False, return_tensors="pt").to(model.device)
             with torch.inference_mode():
                 hidden = model(**enc).last_hidden_state                              # [b, T, H]
-                vec = F.normalize(_pool_last(hidden, enc["attention_mask"]).float(), dim=-1)   # [b, H]
+                vec = F.normalize(_pool_last(hidden, enc["attention_mask"]).float(), p=2, dim=-1)   # [b, H]
             out.append(vec.cpu().numpy())
-        return np.concatenate(out).astype(np.float32)
+        return np.concatenate(out).astype(np.float32)                                 # [N, H]
 
     def encode_pages(self, pages: Sequence[Page], *, progress: bool = True) -> np.ndarray:
-        items = [{"type": "image", "image": p.load_image()} for p in pages]
-        return self._embed(items, self.page_instruction, progress, "teacher pages (VLM)")
+        chats = [self.conversation(self.page_instruction, image=p.load_image(mode=None)) for p in pages]
+        return self._embed(chats, progress, "teacher pages (VLM)")
 
     def encode_queries(self, texts: Sequence[str], *, progress: bool = True) -> np.ndarray:
-        items = [{"type": "text", "text": t} for t in texts]
-        return self._embed(items, self.query_instruction, progress, "teacher queries (VLM)")
+        chats = [self.conversation(self.query_instruction, text=t) for t in texts]
+        return self._embed(chats, progress, "teacher queries (VLM)")
 
 
 def build_teacher(kind: str, ref: str, *, page_max_length: int = 128, query_max_length: int = 32,

@@ -1,4 +1,5 @@
-"""The three NanoVDR notebooks: style rules, and an end-to-end run of their code on the tiny profile.
+"""The three NanoVDR notebooks: style rules, and an end-to-end run of their code on the tiny profile
+(plus the three tiny ViDoRe sets of ``tests/unit/data/vidore_fixtures.py``, so the paper-profile cells run).
 
 ``lab.stage`` runs notebooks in a separate kernel, which cannot see a schema registered by a test, so
 the code cells are executed here in-process (papermill's parameters injected as globals) in a scratch
@@ -42,9 +43,14 @@ def test_three_notebooks_with_parameters_cell_and_no_definitions():
 @pytest.mark.slow
 def test_notebooks_run_end_to_end_on_the_tiny_profile(fake_data, lab_cache, make_cfg, tmp_path, monkeypatch):
     make_cfg()
+    from lab.data import vidore
+    from tests.unit.data.vidore_fixtures import REGISTRY, make_root, tiny_registry
+
+    monkeypatch.setattr(vidore, "registry", tiny_registry)          # tiny ViDoRe sets: the paper-profile cells run too
     section = yaml.safe_load((REPO / "params.yaml").read_text())["nanovdr"]
     section.update(data_dir=str(fake_data), index_dir=str(tmp_path / "outputs" / "nanovdr_index"),
-                   distill_dir=str(tmp_path / "outputs" / "nanovdr_distill"))
+                   distill_dir=str(tmp_path / "outputs" / "nanovdr_distill"), benchmarks=list(REGISTRY),
+                   benchmark_dir=str(make_root(tmp_path / "hub")))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params.update(profile="tiny", nanovdr=section)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -76,7 +82,13 @@ def test_notebooks_run_end_to_end_on_the_tiny_profile(fake_data, lab_cache, make
     for stage in ("nanovdr_index", "nanovdr_distill", "nanovdr_report"):   # metrics.json: reproducible values only
         text = (out / stage / "metrics.json").read_text()
         assert "seconds" not in text and "timings" not in text and "_ms_" not in text and "cache" not in text
-    assert {p.name for p in (out / "nanovdr_report" / "figures").glob("*.png")} == {"ndcg_10_by_run.png", "retention.png"}
+    assert {p.name for p in (out / "nanovdr_report" / "figures").glob("*.png")} == {
+        "ndcg_10_by_run.png", "retention.png", "vidore_ndcg_5.png"}
+    assert metrics["vidore"]["retention"]["teacher"] == 1.0
+    assert set(metrics["vidore"]["ndcg_5"]["student-cosine"]) == {"v1", "v2", "v3"}
+    assert (out / "nanovdr_report" / "vidore_per_set.csv").is_file()
+    index_metrics = json.loads((out / "nanovdr_index" / "metrics.json").read_text())
+    assert index_metrics["benchmarks"]["v1/tiny"] == {"pages": 3, "queries": 3}
 
     from mlflow.tracking import MlflowClient
 
