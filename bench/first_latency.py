@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}")
     print(f"windows: {len(result.single)} x {cfg.rerank.window} passages from {sets[0].name} {fs}, "
           f"max {cfg.max_words} words each; generated tokens per window: {result.summary()['gen_new_tokens']:.1f}")
+    summ = result.summary()
+    print(f"free generation wrote a complete permutation in {sum(result.gen_complete)} of {len(result.gen_complete)} "
+          f"windows; grammar-constrained decoding: {summ['constrained_s_per_window']:.3f} s/window "
+          f"({summ['ratio_constrained']:.2f}x single-token)")
     print(f"single-token: {result.single_mean:.3f} s/window   generation: {result.gen_mean:.3f} s/window")
     print(f"ratio (generation / single-token): {result.ratio:.2f}x")
     return 0

@@ -26,8 +26,9 @@ from lab import config as lab_config
 from lab.data.trecdl import load_materialised
 from lab.records import Candidate, Qrels, Query, Ranking, Run
 from lab.rerank.augment import training_windows
-from lab.rerank.listwise import GenerationScorer, SingleTokenScorer, rerank
+from lab.rerank.listwise import GenerationScorer, SingleTokenScorer
 from lab.rerank.prompts import load_prompt
+from lab.rerank.runner import windows_per_query
 from lab.rerank.train import RankExample, TrainConfig, TrainResult
 from lab.sections import FirstConfig
 
@@ -218,8 +219,12 @@ def load_reranker(cfg: FirstConfig, model_path: str | Path, adapter: str | Path 
     return model, tok
 
 
-def scorer(cfg: FirstConfig, mode: str, model, tok):
-    cls = SingleTokenScorer if mode == "single" else GenerationScorer
+def scorer(cfg: FirstConfig, mode: str, model, tok, generation: str | None = None):
+    """``single`` -> FIRST; ``gen`` -> free or grammar-constrained greedy generation (``first.rerank.generation``)."""
+    from lab.rerank.constrained import ConstrainedScorer
+
+    gen = generation or cfg.rerank.generation
+    cls = SingleTokenScorer if mode == "single" else ConstrainedScorer if gen == "constrained" else GenerationScorer
     return cls(model, tok, load_prompt(cfg.prompt), max_words=cfg.max_words)
 
 
@@ -264,19 +269,6 @@ def models_needed(cfg: FirstConfig) -> list[str]:
     return [m for m in ("zeroshot", *cfg.variants) if m in used]
 
 
-class _Recorder:
-    """Wraps a scorer; keeps every generated text (generation mode) with its window size."""
-
-    def __init__(self, inner):
-        self.inner, self.texts = inner, []
-
-    def __call__(self, queries, windows):
-        orders = self.inner(queries, windows)
-        for query, window, text in zip(queries, windows, getattr(self.inner, "last_texts", [])):
-            self.texts.append((query, len(window), text))
-        return orders
-
-
 def rerank_all(cfg: FirstConfig, sets: list[EvalSet], *, model_path: str | Path, adapters_dir: str | Path,
                progress: bool = False) -> tuple[dict[str, dict[str, Run]], pd.DataFrame, pd.DataFrame]:
     """Rerank every (set, first stage, configuration); each model is loaded once.
@@ -285,7 +277,7 @@ def rerank_all(cfg: FirstConfig, sets: list[EvalSet], *, model_path: str | Path,
     timing table (set, first_stage, config, windows, seconds, seconds_per_window, complete: the share of
     generated outputs that name every passage exactly once) and every generated text.
     """
-    from lab.rerank.evaluation import permutation_complete
+    from lab.rerank.runner import run_scorers
 
     r = cfg.rerank
     identifiers = load_prompt(cfg.prompt).identifiers
@@ -296,45 +288,56 @@ def rerank_all(cfg: FirstConfig, sets: list[EvalSet], *, model_path: str | Path,
         model, tok = load_reranker(cfg, model_path, adapter)
         for s in sets:
             for fs, base in s.runs.items():
-                for name in r.configs.get(fs, ()):
-                    m, mode = parse_config_name(name)
-                    if m != model_name:
-                        continue
-                    rec = _Recorder(scorer(cfg, mode, model, tok))
-                    t0 = time.perf_counter()
-                    out = rerank(base, rec, window=r.window, stride=r.stride, depth=r.depth, progress=progress,
-                                 batch_size=r.batch_size, name=f"{fs}/{config_label(name)}")
-                    secs = time.perf_counter() - t0
-                    n_win = len(base) * len(_windows(r, base))
-                    runs[s.name][out.name] = out
-                    complete = [permutation_complete(t, n, identifiers) for _, n, t in rec.texts]
+                names = [n for n in r.configs.get(fs, ()) if parse_config_name(n)[0] == model_name]
+                shared = _shared_decoder(cfg, names, base, model, tok)   # one constrained decode serves both modes
+                scorers = {f"{fs}/{config_label(n)}": (scorer(cfg, parse_config_name(n)[1], model, tok) if shared is None
+                                                       else shared if parse_config_name(n)[1] == "gen"
+                                                       else shared.single_view()) for n in names}
+                results = run_scorers(base, scorers, window=r.window, stride=r.stride, depth=r.depth,
+                                      batch_size=r.batch_size, identifiers=identifiers, progress=progress)
+                for name, res in zip(names, results.values()):
+                    runs[s.name][res.run.name] = res.run
                     timing.append({"dataset": s.name, "first_stage": fs, "config": config_label(name),
-                                   "windows": n_win, "seconds": secs, "seconds_per_window": secs / max(1, n_win),
-                                   "complete": sum(complete) / len(complete) if complete else float("nan")})
+                                   "windows": res.windows, "seconds": res.seconds,
+                                   "seconds_per_window": res.seconds / max(1, res.windows), "complete": res.complete,
+                                   "decoding": _decoding(cfg, parse_config_name(name)[1], shared)})
                     generations += [{"dataset": s.name, "first_stage": fs, "config": config_label(name), "query": q,
-                                     "passages": n, "complete": ok, "text": t}
-                                    for (q, n, t), ok in zip(rec.texts, complete)]
+                                     "passages": n, "complete": ok, "text": t} for q, n, t, ok in res.texts]
         del model
     gen_cols = ["dataset", "first_stage", "config", "query", "passages", "complete", "text"]
     return runs, pd.DataFrame(timing), pd.DataFrame(generations, columns=gen_cols)
 
 
-def _windows(r, base: Run):
-    from lab.rerank.listwise import sliding_windows
+def _shared_decoder(cfg: FirstConfig, names: list[str], base: Run, model, tok):
+    """A constrained scorer that serves ``single`` and ``gen`` together, when that gives identical rankings.
 
-    n = min(r.depth, max((len(x) for x in base), default=0))
-    return sliding_windows(n, r.window, r.stride)
+    Needs constrained generation, both modes configured, and every query reranked in ONE window: with
+    several windows the two modes reorder differently, so later windows hold different passages.
+    """
+    modes = {parse_config_name(n)[1] for n in names}
+    r = cfg.rerank
+    if r.generation != "constrained" or modes != set(MODES) or windows_per_query(base, r.window, r.stride, r.depth) != 1:
+        return None
+    return scorer(cfg, "gen", model, tok)
+
+
+def _decoding(cfg: FirstConfig, mode: str, shared) -> str:
+    if mode == "single":
+        return "single-token (first step of the shared constrained decode)" if shared is not None else "single-token"
+    return f"{cfg.rerank.generation} generation" + (" (shared with single-token)" if shared is not None else "")
 
 
 def latency(cfg: FirstConfig, model_path: str | Path, adapter: str | Path | None, run: Run, n: int):
-    """Seconds per window, single-token vs generation, on the first window of ``n`` queries of ``run``."""
+    """Seconds per window on the first window of ``n`` queries of ``run``: single-token vs free generation (the
+    paper's comparison), and grammar-constrained decoding alongside."""
     from lab.rerank.latency import measure_latency
 
     model, tok = load_reranker(cfg, model_path, adapter)
     rankings = list(run)[:n]
     windows = [[c.text for c in x.candidates[: cfg.rerank.window]] for x in rankings]
-    return measure_latency(scorer(cfg, "single", model, tok), scorer(cfg, "gen", model, tok),
-                           [x.query.text for x in rankings], windows)
+    return measure_latency(scorer(cfg, "single", model, tok), scorer(cfg, "gen", model, tok, "free"),
+                           [x.query.text for x in rankings], windows,
+                           constrained=scorer(cfg, "gen", model, tok, "constrained"))
 
 
 def evaluate_all(cfg: FirstConfig, sets: list[EvalSet], runs: dict[str, dict[str, Run]]):
