@@ -82,3 +82,35 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Fake materialised TREC DL sets in the layout the `data` stage writes (queries.tsv, qrels.txt,
+# candidates/<first stage>.jsonl): one topic per query, three graded relevant passages, off-topic fillers.
+def fake_doc(topic: str, i: int) -> str:
+    return f"{topic} passage {i}: facts about the {topic}, how the {topic} works and why {topic} matters."
+
+
+def write_fake_trec(root: Path, name: str, qid0: int, topics: list[str], all_topics: list[str], *,
+                    query: str = "what is the {topic}", fillers: int = 5, relevant_first: bool = False) -> None:
+    """Write ``root/name``: a query per topic, qrels 3/2/1 on its passages and 0 on one filler, and BM25 /
+    SPLADE++ED runs holding the same candidates (SPLADE's rotated by one) with passage text."""
+    from lab.data.formats import write_candidates_jsonl, write_qrels, write_topics
+    from lab.records import Candidate, Qrels, Query, Ranking, Run
+
+    queries = [Query(str(qid0 + i), query.format(topic=t, i=i)) for i, t in enumerate(topics)]
+    qrels, runs = {}, {"bm25": Run("bm25"), "splade_pp_ed": Run("splade_pp_ed")}
+    for q, t in zip(queries, topics):
+        others = [o for o in all_topics if o != t]
+        relevant = [(f"{t}-{k}", fake_doc(t, k)) for k in range(3)]
+        filler = [(f"{o}-0", fake_doc(o, 0)) for o in others[:fillers]]
+        hits = relevant + filler if relevant_first else filler + relevant
+        qrels[q.qid] = {f"{t}-0": 3, f"{t}-1": 2, f"{t}-2": 1, f"{others[0]}-0": 0}
+        for shift, run in enumerate(runs.values()):
+            order = hits[shift:] + hits[:shift]
+            run.add(Ranking(q, [Candidate(d, 10.0 - r, r + 1, text) for r, (d, text) in enumerate(order)]))
+    folder = root / name
+    write_topics(queries, folder / "queries.tsv")
+    write_qrels(Qrels(qrels), folder / "qrels.txt")
+    for fs, run in runs.items():
+        write_candidates_jsonl(run, folder / "candidates" / f"{fs}.jsonl")

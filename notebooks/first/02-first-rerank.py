@@ -6,7 +6,9 @@
 # `first_train`; `single` sorts a window by the identifier logits after `[` (one forward pass, FIRST), `gen`
 # greedily generates the permutation `[B] > [A] > ...` (RankZephyr-style). nDCG@10 is tested per query against
 # BM25 and against the run's own first stage; Kendall τ compares the two decodings of the same model on the same
-# windows; latency is seconds per window, one window at a time, on the same windows and model.
+# windows; latency is seconds per window, one window at a time, on the same windows and model. A 135M model does not
+# write a permutation by itself, so the smoke profile constrains generation to the `[X] > [Y]` grammar
+# (`first.rerank.generation`); the latency cell still times free generation, the paper's baseline.
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -57,9 +59,9 @@ fig = plots.metric_by_run(shown, "ndcg_10", hue="first_stage",
 run.log_figure(fig, "ndcg_10_by_config")
 
 # %% [markdown]
-# The figure shows nDCG@10 per configuration on each first stage (`first_stage` is the first stage's own order). In
-# the smoke run, single-token reranking of BM25's top 20 scored 0.4955 zero-shot and 0.5002 after training (BM25
-# alone: 0.5058, paired t-test p = 0.46), and 0.7195 / 0.7231 over SPLADE++ED (alone: 0.7308). Generation never wrote
-# a complete permutation for BM25 (0 of 43 windows; 1 of 43 over SPLADE++ED): the models continue copying the
-# passages after `[A]`, so both generation runs keep the first-stage order (0.5058 / 0.7308). Single-token decoding
-# took 2.73 s per window against 8.80 s for generation (3.22x).
+# The figure shows nDCG@10 per configuration on each first stage (`first_stage` is the first stage's own order; dots
+# are queries), so a reranker that helps sits above its first stage's bar with most dots moved up. With
+# `first.rerank.generation: constrained` the `gen` rows decode the whole permutation greedily under the `[X] > [Y]`
+# grammar (their first step is the single-token forward, so top-1 always agrees); the `timing` table above gives
+# seconds per window and, for generation, the share of complete permutations, and `latency` compares single-token
+# with free generation on the same windows (the paper's speed comparison).

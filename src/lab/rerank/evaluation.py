@@ -135,10 +135,11 @@ def ablation_table(summary: pd.DataFrame, measure: str, first_stage: str, object
 
 def claims(summary: pd.DataFrame, taus: pd.DataFrame, latency_ratio: float | None, *, dataset: str,
            first_stage: str, trained: str = "joint", measure: str = "ndcg_10",
-           timing: pd.DataFrame | None = None) -> dict[str, float]:
+           timing: pd.DataFrame | None = None, free_gen_complete: float | None = None) -> dict[str, float]:
     """The FIRST claims on one (dataset, first stage): trained single-token vs the first stage, zero-shot,
     the LM-only objective and its own generation decoding; tau between the decodings; the latency ratio;
-    with ``timing`` (from ``rerank_all``) the share of complete generated permutations per generation config."""
+    with ``timing`` (from ``rerank_all``) the share of complete generated permutations per generation config, and
+    ``free_gen_complete``: that share for free (unconstrained) generation on the latency windows."""
     data = summary[(summary["dataset"] == dataset) & (summary["first_stage"] == first_stage)
                    & (summary["measure"] == measure)].set_index("config")
 
@@ -161,6 +162,8 @@ def claims(summary: pd.DataFrame, taus: pd.DataFrame, latency_ratio: float | Non
         out[f"kendall_tau_{model}"] = float(g["tau"].mean())
     if latency_ratio is not None:
         out["latency_ratio"] = float(latency_ratio)
+    if free_gen_complete is not None:
+        out["free_gen_complete"] = float(free_gen_complete)
     if timing is not None and len(timing):
         rows = timing[(timing["dataset"] == dataset) & (timing["first_stage"] == first_stage)]
         for row in rows.itertuples():

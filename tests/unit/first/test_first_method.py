@@ -2,7 +2,6 @@
 
 import json
 import math
-import time
 
 import pytest
 import torch
@@ -18,8 +17,7 @@ from tests.unit.first.conftest import FIXTURES, load_cfg
 RZ_FIXTURE = FIXTURES / "rank_zephyr_alpha_sample.jsonl"
 
 
-def test_tiny_profile_config_train_rerank_under_30s(fake_data, tiny_llama, tmp_path):
-    t0 = time.perf_counter()
+def test_tiny_profile_config_train_rerank(fake_data, tiny_llama, tmp_path):
     cfg = load_cfg("tiny", threads=1, variants=("joint",),
                    rerank={"configs": {"bm25": ("zeroshot:single", "joint:single", "joint:gen"),
                                        "splade_pp_ed": ("joint:single",)}})
@@ -47,8 +45,6 @@ def test_tiny_profile_config_train_rerank_under_30s(fake_data, tiny_llama, tmp_p
     assert "ndcg_10_p" in metrics["trec-dl-2019"]["bm25"]["joint_single"]
     assert len(timing) == 4 and set(generations["config"]) == {"joint_gen"} and len(generations) == 3
     assert timing.set_index("config").loc["joint_gen", "complete"] == generations["complete"].mean()
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 30, f"tiny config -> train -> rerank took {elapsed:.1f} s"
 
 
 def test_training_never_sees_the_evaluation_queries(fake_data):
