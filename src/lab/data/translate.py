@@ -75,7 +75,8 @@ class MarianTranslator:
             enc = tok(list(texts[start:start + self.batch_size]), return_tensors="pt", padding=True,
                       truncation=True, max_length=self.max_length).to(model.device)
             with torch.inference_mode():
-                ids = model.generate(**enc, num_beams=self.num_beams, max_new_tokens=self.max_length, do_sample=False)
+                ids = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],   # [b, T]
+                                     num_beams=self.num_beams, max_new_tokens=self.max_length, do_sample=False)
             out.extend(tok.batch_decode(ids, skip_special_tokens=True))
         return out
 
