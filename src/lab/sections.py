@@ -125,6 +125,40 @@ class FirstRerank:
     beir_first_stage: str = "contriever"
 
 
+@dataclass(frozen=True)
+class FirstFeedback:
+    """FIRST §5 relevance feedback (stage first_feedback, lab.retrieval.feedback): the LLM's ranking refits the
+    dense query vector, which retrieves again. Defaults: gangiswag/llm-reranker scripts/distill.py and
+    bash/run_distill.sh (ce_top_k 100, Adam lr 0.005, 100 updates; LLM stage lr / 5, updates // 5, ranknet)."""
+
+    encoder_role: str = "encoder"      # models/<role>: the dense retriever whose query vectors are refit
+    # stage-1 teacher: models/<role> bi-encoder scores stand in for the paper's cross-encoder; "none" skips stage 1
+    teacher_role: str = "encoder_large"
+    teacher_scale: float = 20.0        # teacher logits = scale * cosine (all-mpnet-base-v2 trained at scale 20)
+    first_stage: str = "splade_pp_ed"  # whose first_rerank runs give the LLM rankings
+    configs: tuple[str, ...] = ("zeroshot_single", "joint_single")   # first_rerank run names <model>_<mode>
+    # stage-2 passages: "dense_overlap" = the LLM-ordered passages that are also in the dense top `depth` (the
+    # official LLM reranked the retriever's own list); "reranked" = every passage the LLM ordered
+    llm_pools: tuple[Literal["dense_overlap", "reranked"], ...] = ("dense_overlap", "reranked")
+    depth: int = 100                   # dense top-k: candidates for the teacher and the re-retrieval depth
+    teacher_top_k: int = 100           # ce_top_k (0 = no stage 1)
+    llm_top_k: int = 20                # LLM-ordered prefix used; at most first.rerank.depth
+    lr: float = 0.005
+    updates: int = 100
+    llm_lr_divisor: float = 5.0
+    llm_updates_divisor: int = 5
+    weighted: bool = True
+    passage_max_length: int = 256      # tokens (all-MiniLM-L6-v2's own max_seq_length)
+    query_max_length: int = 32
+    batch_size: int = 16               # encoder batch (length-sorted)
+    # torch threads; encoding dominates: 25 vs 12 passages/s with 1 vs 2 threads while another job held both cores
+    threads: int = 1
+    max_queries: int = 0               # 0 = every judged query
+    measures: Mapping[str, str] = field(default_factory=dict)
+    test: Literal["ttest", "permutation"] = "ttest"
+    alpha: float = 0.05
+
+
 @section("first")
 @dataclass(frozen=True)
 class FirstConfig:
@@ -137,6 +171,7 @@ class FirstConfig:
     train: FirstTrainData = field(default_factory=FirstTrainData)
     optim: FirstOptim = field(default_factory=FirstOptim)
     rerank: FirstRerank = field(default_factory=FirstRerank)
+    feedback: FirstFeedback = field(default_factory=FirstFeedback)
 
 
 # --- NanoVDR (arXiv 2603.12824) ---------------------------------------------------------------------

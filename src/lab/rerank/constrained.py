@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from lab.rerank.listwise import (
-    WindowBatch, _LLMScorer, accepts_kwarg, collate_windows, identifier_token_ids, order_from_scores, pad_token_id,
+    WindowBatch, _LLMScorer, accepts_kwarg, collate_windows, order_from_scores, pad_token_id,
 )
 from lab.rerank.prompts import ListwisePrompt
 
@@ -130,9 +130,7 @@ class ConstrainedScorer(_LLMScorer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        ctx = self.tokenizer.apply_chat_template([{"role": "user", "content": "q"}], tokenize=False,
-                                                 add_generation_prompt=True) + self.prompt.response_prefix
-        self.identifier_ids = identifier_token_ids(self.tokenizer, self.prompt.max_passages, self.prompt, ctx)
+        self.identifier_ids = self._identifier_ids()
         self.separator_ids = separator_token_ids(self.tokenizer, self.prompt, self.identifier_ids)
         self.memo: dict[tuple, tuple[list[int], list[int]]] = {}
         self.last_texts: list[str] = []

@@ -263,6 +263,12 @@ class _LLMScorer:
         self.prompt = prompt or load_prompt()
         self.max_words, self.max_tokens, self.fix_text = max_words, max_tokens, fix_text
 
+    def _identifier_ids(self) -> list[int]:
+        """Identifier ids checked in the real context: generation prompt + ``[`` (not just a bare ``[``)."""
+        ctx = self.tokenizer.apply_chat_template([{"role": "user", "content": "q"}], tokenize=False,
+                                                 add_generation_prompt=True) + self.prompt.response_prefix
+        return identifier_token_ids(self.tokenizer, self.prompt.max_passages, self.prompt, ctx)
+
     def _inputs(self, queries, windows, with_prefix: bool) -> list[list[int]]:
         return [build_inputs(self.tokenizer, q, w, self.prompt, self.max_words, max_tokens=self.max_tokens,
                              with_prefix=with_prefix, fix_text=self.fix_text) for q, w in zip(queries, windows)]
@@ -275,10 +281,7 @@ class SingleTokenScorer(_LLMScorer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # check the identifiers in the real context: generation prompt + "[" (not just a bare "[")
-        ctx = self.tokenizer.apply_chat_template([{"role": "user", "content": "q"}], tokenize=False,
-                                                 add_generation_prompt=True) + self.prompt.response_prefix
-        self.identifier_ids = identifier_token_ids(self.tokenizer, self.prompt.max_passages, self.prompt, ctx)
+        self.identifier_ids = self._identifier_ids()
         self.last_scores: Tensor | None = None
 
     def __call__(self, queries: Sequence[str], windows: Sequence[Sequence[str]]) -> list[list[int]]:
