@@ -136,7 +136,8 @@ class FirstFeedback:
     teacher_role: str = "encoder_large"
     teacher_scale: float = 20.0        # teacher logits = scale * cosine (all-mpnet-base-v2 trained at scale 20)
     first_stage: str = "splade_pp_ed"  # whose first_rerank runs give the LLM rankings
-    configs: tuple[str, ...] = ("zeroshot_single", "joint_single")   # first_rerank run names <model>_<mode>
+    # first_rerank run names <model>_<mode>; "first_stage" = the first stage's own order (control: no LLM)
+    configs: tuple[str, ...] = ("first_stage", "zeroshot_single", "joint_single")
     # stage-2 passages: "dense_overlap" = the LLM-ordered passages that are also in the dense top `depth` (the
     # official LLM reranked the retriever's own list); "reranked" = every passage the LLM ordered
     llm_pools: tuple[Literal["dense_overlap", "reranked"], ...] = ("dense_overlap", "reranked")
