@@ -9,7 +9,8 @@
 # **What differs from the paper here, plainly.** The corpus is the union of the passages of TREC DL 2019's six
 # first-stage top-100 lists: the only passages with text here (the paper searches all of MS MARCO), so recall is
 # recall within this pool. The stage-1 teacher is the all-mpnet-base-v2 *bi-encoder* (20 × cosine) standing in
-# for the paper's cross-encoder, which is not available here. The LLM rankings are `first_rerank`'s runs over
+# for the paper's cross-encoder, which is not available here; the smoke profile skips stage 1
+# (`first.feedback.teacher_role: none`, the official `ce_top_k = 0` path), tiny and paper run it. The LLM rankings are `first_rerank`'s runs over
 # SPLADE++ED's top 20, not over the dense retriever's own top-k as in the official code: pool `dense_overlap`
 # keeps the LLM-ordered passages that the dense top 100 also holds, pool `reranked` keeps all of them. The
 # control rows `teacher_fs_refit/splade_pp_ed/*` refit toward SPLADE++ED's own order of the same top 20 (no
@@ -27,13 +28,14 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 import lab.config
+import lab.models
 import lab.tracking
 from lab.methods import first_feedback
 
 cfg = lab.config.load("first", profile)
 seed = lab.config.read_params().get("seed", 0)
 run = lab.tracking.current("first_feedback", out_dir, params=lab.config.as_plain(cfg), profile=profile)
-first_feedback.setup_torch(cfg.feedback.threads, seed)
+lab.models.setup_torch(cfg.feedback.threads, seed)
 clock = time.perf_counter()
 result = first_feedback.run_feedback(
     cfg, data_dir=lab.config.load("data", profile).out_dir, models_dir=lab.config.load("models", profile).out_dir,

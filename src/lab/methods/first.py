@@ -37,12 +37,10 @@ MODES = ("single", "gen")
 
 # ------------------------------------------------------------------------------------------- setup
 def setup_torch(cfg: FirstConfig, seed: int) -> None:
-    """Fixed thread count, seeded RNG, deterministic kernels where torch has them (CPU: all we use)."""
-    import torch
+    """:func:`lab.models.setup_torch` with ``first.threads``."""
+    from lab.models import setup_torch as setup
 
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    setup(cfg.threads, seed)
 
 
 def parse_config_name(name: str) -> tuple[str, str]:
@@ -290,9 +288,7 @@ def rerank_all(cfg: FirstConfig, sets: list[EvalSet], *, model_path: str | Path,
             for fs, base in s.runs.items():
                 names = [n for n in r.configs.get(fs, ()) if parse_config_name(n)[0] == model_name]
                 shared = _shared_decoder(cfg, names, base, model, tok)   # one constrained decode serves both modes
-                scorers = {f"{fs}/{config_label(n)}": (scorer(cfg, parse_config_name(n)[1], model, tok) if shared is None
-                                                       else shared if parse_config_name(n)[1] == "gen"
-                                                       else shared.single_view()) for n in names}
+                scorers = {f"{fs}/{config_label(n)}": _config_scorer(cfg, n, model, tok, shared) for n in names}
                 results = run_scorers(base, scorers, window=r.window, stride=r.stride, depth=r.depth,
                                       batch_size=r.batch_size, identifiers=identifiers, progress=progress)
                 for name, res in zip(names, results.values()):
@@ -319,6 +315,13 @@ def _shared_decoder(cfg: FirstConfig, names: list[str], base: Run, model, tok):
     if r.generation != "constrained" or modes != set(MODES) or windows_per_query(base, r.window, r.stride, r.depth) != 1:
         return None
     return scorer(cfg, "gen", model, tok)
+
+
+def _config_scorer(cfg: FirstConfig, name: str, model, tok, shared):
+    mode = parse_config_name(name)[1]
+    if shared is None:
+        return scorer(cfg, mode, model, tok)
+    return shared if mode == "gen" else shared.single_view()
 
 
 def _decoding(cfg: FirstConfig, mode: str, shared) -> str:

@@ -42,15 +42,6 @@ TEACHER_OFF = "none"
 FIRST_STAGE_CONTROL = "first_stage"    # a feedback "configuration" that is the first stage's order, not an LLM's
 
 
-def setup_torch(threads: int, seed: int) -> None:
-    """Fixed thread count (float sums depend on it), seeded RNG, deterministic kernels."""
-    import torch
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-
 @dataclass
 class FeedbackData:
     dataset: str
@@ -169,7 +160,7 @@ def run_feedback(cfg: FirstConfig, *, data_dir: str | Path, models_dir: str | Pa
     import torch
 
     from lab.retrieval import DenseIndex, EmbeddingCache
-    from lab.retrieval.feedback import pair_agreement, refit_queries
+    from lab.retrieval.feedback import dots, pair_agreement, refit_queries
 
     fb, settings = cfg.feedback, refit_settings(cfg)
     cache = EmbeddingCache() if cache == "default" else cache
@@ -217,9 +208,8 @@ def run_feedback(cfg: FirstConfig, *, data_dir: str | Path, models_dir: str | Pa
             name = (f"{prefix.replace('llm', 'fs')}/{fb.first_stage}/{pool}" if config == FIRST_STAGE_CONTROL
                     else f"{prefix}/{config}/{pool}")
             runs[name] = index.search(q2, fb.depth, queries=data.queries, name=name)
-            score = lambda v: torch.einsum("bd,bnd->bn", torch.from_numpy(v), lists.passages)  # noqa: E731
-            before = pair_agreement(score(q1), lists.scores, lists.mask).numpy()
-            after = pair_agreement(score(q2), lists.scores, lists.mask).numpy()
+            before = pair_agreement(dots(torch.from_numpy(q1), lists.passages), lists.scores, lists.mask).numpy()
+            after = pair_agreement(dots(torch.from_numpy(q2), lists.passages), lists.scores, lists.mask).numpy()
             rows += [{"run": name, "qid": q, "llm_passages": int(n), "agreement_before": b, "agreement_after": a,
                       "cos_to_q0": c} for q, n, b, a, c in zip(qids, lists.sizes.tolist(), before, after, _cos(q2, q0))]
     seconds["refit"] = time.perf_counter() - t0

@@ -13,6 +13,7 @@ from lab.models.loading import describe, load_model, load_tokenizer, materialise
 from lab.models.packaged import PACKAGED
 from lab.models.random_init import random_config
 from lab.models.registry import HF_ALLOW_PATTERNS, ModelRef, parse_ref, resolve
+from lab.models.runtime import setup_torch
 from lab.models.store import (
     CorruptModelError,
     HubUnreachableError,
@@ -23,6 +24,6 @@ from lab.models.store import (
 
 __all__ = [
     "PACKAGED", "HF_ALLOW_PATTERNS", "ModelRef", "parse_ref", "resolve", "random_config",
-    "load_model", "load_tokenizer", "materialise", "describe", "model_kind",
+    "load_model", "load_tokenizer", "materialise", "describe", "model_kind", "setup_torch",
     "ModelError", "UnknownModelError", "PackageMissingError", "HubUnreachableError", "CorruptModelError",
 ]

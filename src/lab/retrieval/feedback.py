@@ -33,7 +33,7 @@ from torch import Tensor
 from lab.losses.ranking import kl_to_teacher, weighted_ranknet
 from lab.records import Run
 
-__all__ = ["RefitSettings", "FeedbackLists", "RefitResult", "range_scaler", "feedback_scores", "teacher_kl",
+__all__ = ["RefitSettings", "FeedbackLists", "RefitResult", "range_scaler", "dots", "feedback_scores", "teacher_kl",
            "llm_ranknet", "ranks_from_scores", "pair_agreement", "fit_teacher", "fit_llm", "refit",
            "pack_lists", "passage_vectors", "feedback_lists", "refit_queries"]
 
@@ -104,10 +104,14 @@ def range_scaler(target: Tensor, init: Tensor, mask: Tensor | None = None) -> Te
     return t / s.clamp(min=RANGE_EPS)                                      # [B]
 
 
+def dots(q: Tensor, passages: Tensor) -> Tensor:
+    """``q_b . p_bn`` for every passage of each query's list: ``[B, D] x [B, n, D] -> [B, n]``."""
+    return torch.einsum("bd,bnd->bn", q, passages)                         # [B, n]
+
+
 def feedback_scores(q: Tensor, passages: Tensor, scaler: Tensor) -> Tensor:
     """The refit's prediction ``(c / 2) * q . p`` for every passage of each query's list."""
-    dots = torch.einsum("bd,bnd->bn", q, passages)                         # [B, n]
-    return (scaler[:, None] / 2.0) * dots                                  # [B, n]
+    return (scaler[:, None] / 2.0) * dots(q, passages)                     # [B, n]
 
 
 def teacher_kl(q: Tensor, lists: FeedbackLists, scaler: Tensor) -> Tensor:
@@ -169,14 +173,14 @@ def _adam(q0: Tensor, loss_fn, lr: float, updates: int) -> tuple[Tensor, list[fl
 
 def fit_teacher(q0: Tensor, lists: FeedbackLists, lr: float, updates: int) -> tuple[Tensor, list[float]]:
     """Stage 1: ``updates`` Adam steps on :func:`teacher_kl`, scaler from ``q0``; returns ``([B, D], losses)``."""
-    scaler = range_scaler(lists.scores, torch.einsum("bd,bnd->bn", q0.float(), lists.passages), lists.mask)  # [B]
+    scaler = range_scaler(lists.scores, dots(q0.float(), lists.passages), lists.mask)        # [B]
     return _adam(q0, lambda q: teacher_kl(q, lists, scaler), lr, updates)
 
 
 def fit_llm(q1: Tensor, lists: FeedbackLists, lr: float, updates: int,
             weighted: bool = True) -> tuple[Tensor, list[float]]:
     """Stage 2: Adam steps on :func:`llm_ranknet`, scaler recomputed from ``q1`` (the stage-1 vector)."""
-    scaler = range_scaler(lists.scores, torch.einsum("bd,bnd->bn", q1.float(), lists.passages), lists.mask)  # [B]
+    scaler = range_scaler(lists.scores, dots(q1.float(), lists.passages), lists.mask)        # [B]
     return _adam(q1, lambda q: llm_ranknet(q, lists, scaler, weighted), lr, updates)
 
 
