@@ -22,7 +22,9 @@ $(STAMP): requirements.lock requirements-models.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $@
 
+# The whole params.yaml (every section, every profile) is checked before DVC touches anything.
 repro: setup
+	$(BIN)/python -m lab.config check
 	$(BIN)/dvc repro
 
 test: setup
@@ -34,8 +36,15 @@ test-fast: setup
 lab: setup
 	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir . $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Lean on a small machine: one uvicorn worker and no job-execution (huey) workers, which only MLflow's GenAI
+# jobs need (`make mlflow MLFLOW_JOBS=true` turns them on); loopback only.
+MLFLOW_PORT ?= 5000
+MLFLOW_WORKERS ?= 1
+MLFLOW_JOBS ?= false
+MLFLOW_DB ?= $(CURDIR)/mlflow.db
 mlflow: setup
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$(MLFLOW_JOBS) $(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) \
+		--workers $(MLFLOW_WORKERS) --backend-store-uri sqlite:///$(MLFLOW_DB)
 
 plots: setup
 	$(BIN)/dvc plots show --html-template dvc_plots/offline.html
@@ -44,4 +53,4 @@ lock:
 	$(BIN)/python tools/lock.py
 
 clean:
-	rm -rf outputs/.*.staging
+	rm -rf outputs/.*.staging outputs/.*.prev

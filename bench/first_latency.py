@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import lab.config
-from lab.methods import first
+from lab.methods.first import common as first_common, rerank as first_rerank
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,14 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = lab.config.load("first", args.profile)
     seed = int(lab.config.read_params().get("seed", 0))
-    first.setup_torch(cfg, seed)
+    first_common.setup_torch(cfg, seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     model_path = Path(lab.config.load("models", args.profile).out_dir) / cfg.model_role
     adapter = Path(args.adapter) if Path(args.adapter).is_dir() else None
-    sets = first.eval_sets(cfg, lab.config.load("data", args.profile).out_dir)
+    sets = first_rerank.eval_sets(cfg, lab.config.load("data", args.profile).out_dir)
     fs = args.first_stage or cfg.rerank.baseline
-    result = first.latency(cfg, model_path, adapter, sets[0].runs[fs], args.windows)
+    result = first_rerank.latency(cfg, model_path, adapter, sets[0].runs[fs], args.windows)
     print(f"model: {model_path} + {'adapter ' + str(adapter) if adapter else 'no adapter (zero-shot)'}; "
           f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}")
     print(f"windows: {len(result.single)} x {cfg.rerank.window} passages from {sets[0].name} {fs}, "

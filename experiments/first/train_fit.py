@@ -22,7 +22,7 @@ import yaml
 import lab.config
 from lab.data.trecdl import load_materialised
 from lab.eval.metrics import evaluate
-from lab.methods import first
+from lab.methods.first import common as first_common, rerank as first_rerank, train as first_train
 from lab.rerank.listwise import rerank
 
 
@@ -41,21 +41,22 @@ def main(argv: list[str] | None = None) -> int:
         over.setdefault(part, {})[name] = yaml.safe_load(value)
     cfg = replace(cfg, **{part: replace(getattr(cfg, part), **vals) for part, vals in over.items()})
     seed = int(lab.config.read_params().get("seed", 0))
-    first.setup_torch(cfg, seed)
+    first_common.setup_torch(cfg, seed)
     data_dir, out = lab.config.load("data", args.profile).out_dir, Path(args.out) / args.name
     model_path = Path(lab.config.load("models", args.profile).out_dir) / cfg.model_role
-    ts = first.training_set(cfg, data_dir, seed)
+    ts = first_train.training_set(cfg, data_dir, seed)
     t0 = time.perf_counter()
-    res = first.train_variant(cfg, "joint", ts, model_path=model_path, adapters_dir=out, seed=seed,
-                              checkpoint_root=out / "checkpoints")
-    row = {"name": args.name, "set": args.set, "examples": len(ts.examples), "steps": len(res.losses),
-           "train_s": round(time.perf_counter() - t0), "rank_first5": sum(r["rank"] for r in res.losses[:5]) / 5,
-           "rank_last5": sum(r["rank"] for r in res.losses[-5:]) / 5}
-    model, tok = first.load_reranker(cfg, model_path, out / "joint")
+    res = first_train.train_variant(cfg, "joint", ts, model_path=model_path, adapters_dir=out, seed=seed,
+                                    checkpoint_root=out / "checkpoints")
+    curve = first_train.losses(res)
+    row = {"name": args.name, "set": args.set, "examples": len(ts.examples), "steps": len(curve),
+           "train_s": round(time.perf_counter() - t0), "rank_first5": sum(r["rank"] for r in curve[:5]) / 5,
+           "rank_last5": sum(r["rank"] for r in curve[-5:]) / 5}
+    model, tok = first_rerank.load_reranker(cfg, model_path, out / "joint")
     for name in (cfg.train.dataset, *cfg.rerank.datasets):
         ds = load_materialised(data_dir, name, [cfg.train.first_stage])
         base = ds.runs[cfg.train.first_stage]
-        reranked = rerank(base, first.scorer(cfg, "single", model, tok), window=cfg.rerank.window,
+        reranked = rerank(base, first_rerank.scorer(cfg, "single", model, tok), window=cfg.rerank.window,
                           stride=cfg.rerank.stride, depth=cfg.rerank.depth, progress=True,
                           batch_size=cfg.rerank.batch_size)
         row[name] = {run: evaluate(r, ds.qrels, {"ndcg_10": "nDCG@10"}).means["ndcg_10"]

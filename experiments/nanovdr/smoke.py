@@ -3,8 +3,9 @@
     LAB_DATA_MIRROR=/work/shared/data python experiments/nanovdr/smoke.py [--profile smoke] [--out DIR]
         [--objectives cosine,mse] [--set train.epochs=5 ...]
 
-Reads the ``nanovdr`` section from ``experiments/nanovdr/params.fragment.yaml`` (until it is merged into
-params.yaml), prints timings and every metric, and writes ``<out>/smoke_results.json``.
+Reads the ``nanovdr`` section from ``params.yaml`` (or from ``experiments/nanovdr/params.fragment.yaml`` when
+that file exists, e.g. a section not yet merged) and validates it against its schema,
+``lab.methods.nanovdr.config``; prints timings and every metric, and writes ``<out>/smoke_results.json``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pathlib import Path
 import yaml
 
 import lab.config
-import lab.sections
-from lab.paths import write_json
+from lab.methods.nanovdr import config as nanovdr_config
+from lab.paths import repo_root, write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,10 +34,10 @@ def cpu_s() -> float:
 
 
 def load_cfg(profile: str, overrides: list[str]):
-    if "nanovdr" not in lab.config.SECTIONS:
-        exec(compile((HERE / "sections.fragment.py").read_text(), "sections.fragment.py", "exec"), vars(lab.sections))
-    raw = yaml.safe_load((HERE / "params.fragment.yaml").read_text())["nanovdr"]
-    values = lab.config.resolve_profile(raw, profile, "params.fragment.yaml: nanovdr")
+    source = HERE / "params.fragment.yaml"
+    source = source if source.is_file() else repo_root() / "params.yaml"
+    raw = yaml.safe_load(source.read_text())["nanovdr"]
+    values = lab.config.resolve_profile(raw, profile, f"{source.name}: nanovdr")
     for item in overrides:
         key, value = item.split("=", 1)
         *head, last = key.split(".")
@@ -44,7 +45,7 @@ def load_cfg(profile: str, overrides: list[str]):
         for h in head:
             node = node.setdefault(h, {})
         node[last] = yaml.safe_load(value)
-    return lab.config.build(lab.config.SECTIONS["nanovdr"], values, "nanovdr")
+    return lab.config.build(nanovdr_config.SCHEMA, values, "nanovdr")
 
 
 def main(argv=None) -> int:
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="*", default=[])
     ap.add_argument("--skip-index", action="store_true")
     args = ap.parse_args(argv)
-    from lab.methods import nanovdr
+    from lab.methods.nanovdr import distill as nanovdr_distill, evaluate as nanovdr_evaluate, index as nanovdr_index
 
     out = Path(args.out)
     cfg = load_cfg(args.profile, [f"index_dir={out / 'index'}", *args.set])
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
     t_all, c_all = time.perf_counter(), cpu_s()
     if not args.skip_index:
         t0, c0 = time.perf_counter(), cpu_s()
-        summary = nanovdr.build_index(cfg, out / "index", seed=args.seed)
+        summary = nanovdr_index.build_index(cfg, out / "index", seed=args.seed)
         results["index"] = summary
         results["timings_s"]["index"], results["cpu_s"]["index"] = time.perf_counter() - t0, cpu_s() - c0
         print(json.dumps(summary, indent=1), flush=True)
@@ -74,14 +75,14 @@ def main(argv=None) -> int:
     t0, c0 = time.perf_counter(), cpu_s()
     for objective in objectives:
         path = out / "students" / f"{objective}.safetensors"
-        curve = nanovdr.distill(cfg, objective, path, seed=args.seed)
+        curve = nanovdr_distill.distill(cfg, objective, path, seed=args.seed)
         students[f"student-{objective}"] = path
         curves[objective] = {"history": curve.drop(columns="objective").to_dict("records"), **curve.attrs}
         print(objective, curve.attrs, curve.tail(1).to_dict("records"), flush=True)
     results["timings_s"]["distill"], results["cpu_s"]["distill"] = time.perf_counter() - t0, cpu_s() - c0
     results["distill"] = curves
     t0, c0 = time.perf_counter(), cpu_s()
-    report = nanovdr.evaluate(cfg, students)
+    report = nanovdr_evaluate.evaluate(cfg, students)
     results["timings_s"]["evaluate"], results["cpu_s"]["evaluate"] = time.perf_counter() - t0, cpu_s() - c0
     results["timings_s"]["total"], results["cpu_s"]["total"] = time.perf_counter() - t_all, cpu_s() - c_all
     results["loadavg_end"] = open("/proc/loadavg").read().split()[:3]

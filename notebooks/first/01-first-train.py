@@ -21,29 +21,28 @@ import seaborn as sns
 import lab.config
 import lab.tracking
 from lab.eval import plots  # noqa: F401  (sets the headless backend)
-from lab.methods import first
+from lab.methods.first import common as first_common, train as first_train
 
 cfg = lab.config.load("first", profile)
 seed = lab.config.read_params().get("seed", 0)
 run = lab.tracking.current("first_train", out_dir, params=lab.config.as_plain(cfg), profile=profile)
-first.setup_torch(cfg, seed)
+first_common.setup_torch(cfg, seed)
 model_path = Path(lab.config.load("models", profile).out_dir) / cfg.model_role
 data_dir = lab.config.load("data", profile).out_dir
-training = first.training_set(cfg, data_dir, seed)
+training = first_train.training_set(cfg, data_dir, seed)
 run.log_metrics({"data": training.summary()})
 pd.DataFrame([training.summary()])
 
 # %%
 results, seconds = {}, {}
 for variant in cfg.variants:
-    clock = first.Stopwatch()
-    results[variant] = first.train_variant(cfg, variant, training, model_path=model_path,
-                                           adapters_dir=Path(out_dir) / "adapters", seed=seed,
-                                           checkpoint_root=cfg.checkpoint_dir)
+    clock = first_common.Stopwatch()
+    results[variant] = first_train.train_variant(cfg, variant, training, model_path=model_path,
+                                                 adapters_dir=Path(out_dir) / "adapters", seed=seed,
+                                                 checkpoint_root=cfg.checkpoint_dir, run=run)
     seconds[variant] = clock.seconds()
-curves = first.curves(results)
-endpoints = first.curve_endpoints(curves)
-first.log_curves(run, curves)
+curves = first_train.curves(results)
+endpoints = first_train.curve_endpoints(curves)
 run.log_table(curves, "learning_curves")
 run.log_metrics({"train": endpoints, "seconds": seconds})
 pd.DataFrame(endpoints).T.round(4)

@@ -20,21 +20,21 @@ from pathlib import Path
 import lab.config
 import lab.tracking
 from lab.eval import plots
-from lab.methods import first
+from lab.methods.first import common as first_common, rerank as first_rerank
 from lab.rerank.evaluation import nested_metrics
 
 cfg = lab.config.load("first", profile)
 seed = lab.config.read_params().get("seed", 0)
 run = lab.tracking.current("first_rerank", out_dir, params=lab.config.as_plain(cfg), profile=profile)
-first.setup_torch(cfg, seed)
+first_common.setup_torch(cfg, seed)
 model_path = Path(lab.config.load("models", profile).out_dir) / cfg.model_role
 adapters = Path("outputs") / "first_train" / "adapters"
-sets = first.eval_sets(cfg, lab.config.load("data", profile).out_dir)
-clock = first.Stopwatch()
-runs, timing, generations = first.rerank_all(cfg, sets, model_path=model_path, adapters_dir=adapters)
+sets = first_rerank.eval_sets(cfg, lab.config.load("data", profile).out_dir)
+clock = first_common.Stopwatch()
+runs, timing, generations = first_rerank.rerank_all(cfg, sets, model_path=model_path, adapters_dir=adapters)
 rerank_seconds = clock.seconds()
-first.save_runs(runs, Path(out_dir) / "runs")
-summary, per_query, taus = first.evaluate_all(cfg, sets, runs)
+first_rerank.save_runs(runs, Path(out_dir) / "runs")
+summary, per_query, taus = first_rerank.evaluate_all(cfg, sets, runs)
 run.log_metrics(nested_metrics(summary, taus))
 run.log_table(summary, "summary")
 run.log_table(per_query, "per_query")
@@ -42,9 +42,9 @@ run.log_table(taus, "kendall_tau")
 summary[["dataset", "first_stage", "config", "measure", "mean", "delta", "p_value", "p_value_fs"]].round(4)
 
 # %%
-clock = first.Stopwatch()
-latency = first.latency(cfg, model_path, adapters / "joint", sets[0].runs[cfg.rerank.baseline],
-                        cfg.rerank.latency_windows)
+clock = first_common.Stopwatch()
+latency = first_rerank.latency(cfg, model_path, adapters / "joint", sets[0].runs[cfg.rerank.baseline],
+                               cfg.rerank.latency_windows)
 timing["seconds"] = timing["seconds"].round(3)
 timing["seconds_per_window"] = timing["seconds_per_window"].round(4)
 run.log_table(timing, "timing")

@@ -30,7 +30,7 @@ import seaborn as sns
 import lab.config
 import lab.models
 import lab.tracking
-from lab.methods import first_feedback
+from lab.methods.first import feedback as first_feedback
 
 cfg = lab.config.load("first", profile)
 seed = lab.config.read_params().get("seed", 0)

@@ -37,14 +37,14 @@ import lab.config
 import lab.tracking
 from lab.data import trecdl
 from lab.eval import evaluate
-from lab.methods import nanovdr
+from lab.methods.nanovdr import index as nanovdr_index
 from lab.retrieval import DenseIndex, bytes_per_page
 
 cfg = lab.config.load("nanovdr", profile)
 seed = lab.config.read_params().get("seed", 0)
 run = lab.tracking.current("nanovdr_index", out_dir, params=lab.config.as_plain(cfg), profile=profile)
 
-summary = nanovdr.build_index(cfg, out_dir, seed=seed)
+summary = nanovdr_index.build_index(cfg, out_dir, seed=seed)
 run.log_metrics({"pages": summary["pages"], "queries": summary["queries"], "dim": summary["dim"],
                  "index_bytes_per_page_fp16": bytes_per_page(summary["dim"])})
 if cfg.benchmarks:     # paper profile: ViDoRe pages and queries the teacher embedded, per set
@@ -55,7 +55,7 @@ run.log_metrics({"timings_s": summary["timings"], "cache": summary["cache"]}, st
 pd.Series({**summary["pages"], **{f"queries_{k}": v for k, v in summary["queries"].items()}, **summary["timings"]})
 
 # %%
-art = nanovdr.load_index(out_dir)
+art = nanovdr_index.load_index(out_dir)
 index = DenseIndex([p.docid for p in art.pools["eval"]], art.page_emb["eval"])
 qrels = trecdl.load_materialised(cfg.data_dir, cfg.eval_dataset, []).qrels
 teacher_run = index.search(art.query_emb["eval"], cfg.search_depth, queries=art.queries["eval"], name="teacher")

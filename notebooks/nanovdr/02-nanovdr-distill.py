@@ -33,7 +33,7 @@ import seaborn as sns
 
 import lab.config
 import lab.tracking
-from lab.methods import nanovdr
+from lab.methods.nanovdr import distill as nanovdr_distill
 
 cfg = lab.config.load("nanovdr", profile)
 track = lab.config.load("tracking", profile)
@@ -51,8 +51,8 @@ for objective in cfg.objectives:
         extra_tags={"objective": objective, "mlflow.parentRunId": run.run_id,
                     "mlflow.runName": f"nanovdr_distill-{objective}-{profile}"})
     try:
-        curve = nanovdr.distill(cfg, objective, Path(out_dir) / "students" / f"{objective}.safetensors",
-                                index_dir=cfg.index_dir, seed=seed)
+        curve = nanovdr_distill.distill(cfg, objective, Path(out_dir) / "students" / f"{objective}.safetensors",
+                                        index_dir=cfg.index_dir, seed=seed)
         for record in curve.drop(columns="objective").to_dict("records"):   # learning curve, step = epoch
             child.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))
     except BaseException:

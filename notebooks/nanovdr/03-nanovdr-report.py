@@ -32,18 +32,18 @@ import seaborn as sns
 import lab.config
 import lab.tracking
 from lab.eval import plots
+from lab.methods.nanovdr import evaluate as nanovdr_evaluate, index as nanovdr_index
 from lab.retrieval import bytes_per_page
-from lab.methods import nanovdr
 
 cfg = lab.config.load("nanovdr", profile)
 run = lab.tracking.current("nanovdr_report", out_dir, params=lab.config.as_plain(cfg), profile=profile)
 
 students = {f"student-{o}": Path(cfg.distill_dir) / "students" / f"{o}.safetensors" for o in cfg.objectives}
-report = nanovdr.evaluate(cfg, students, index_dir=cfg.index_dir)
+report = nanovdr_evaluate.evaluate(cfg, students, index_dir=cfg.index_dir)
 summary, retention = report.comparison.summary, report.retention
 run.log_metrics({"means": report.comparison.means(),
                  "retention": retention.pivot(index="run", columns="measure", values="retention").to_dict("index"),
-                 "index_bytes_per_page_fp16": bytes_per_page(nanovdr.load_index(cfg.index_dir).dim)})
+                 "index_bytes_per_page_fp16": bytes_per_page(nanovdr_index.load_index(cfg.index_dir).dim)})
 run.log_metrics({"encode_ms_per_query_batched": report.encode_ms_per_query}, step=0)   # timing: MLflow only
 run.log_table(summary[["run", "measure", "mean", "delta", "p_value", "significant", "n"]], "summary")
 run.log_table(report.comparison.per_query[["run", "qid", "measure", "value"]], "per_query")
@@ -73,7 +73,7 @@ run.log_figure(fig2, "retention")
 # 95.1% for NanoVDR-S-Multi). The smoke and tiny profiles list no benchmark and skip this cell.
 
 # %%
-vidore = nanovdr.evaluate_benchmarks(cfg, students, index_dir=cfg.index_dir) if cfg.benchmarks else None
+vidore = nanovdr_evaluate.evaluate_benchmarks(cfg, students, index_dir=cfg.index_dir) if cfg.benchmarks else None
 if vidore is not None:
     run.log_metrics({"vidore": vidore.metrics()})
     run.log_table(vidore.per_set, "vidore_per_set")

@@ -5,6 +5,10 @@
 whose keys are deep-merged over the section's own keys when that profile is active, so switching
 ``profile`` switches every stage at once (``dvc exp run -S profile=tiny``).
 
+Schemas: the core sections are :data:`lab.sections.CORE`; a paper's section ``<name>`` is
+``lab.methods.<name>.config.SCHEMA``, imported only when that section is loaded (:func:`schema`), so loading
+``first`` imports nothing of another paper, nor torch. :func:`schemas` lists every known section.
+
 Every error names the file and the dotted key: unknown keys (with a close-match hint), wrong types
 (``"true"`` is not a bool: DVC templating turns booleans into strings, so we refuse them here),
 missing keys and missing sections.
@@ -15,7 +19,10 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import importlib
+import importlib.util
 import os
+import pkgutil
 import types
 import typing
 from pathlib import Path
@@ -23,29 +30,55 @@ from typing import Any, Literal, Mapping, TypeVar, get_args, get_origin
 
 import yaml
 
+from lab import sections
 from lab.paths import repo_root
 
 PROFILES = ("smoke", "paper", "tiny")
 T = TypeVar("T")
 
-# section name -> dataclass; filled by @section in lab.sections (and later method schemas).
-SECTIONS: dict[str, type] = {}
+METHODS = "lab.methods"   # a paper's section schema: lab/methods/<section>/config.py (SECTION, SCHEMA)
 
 
 class ConfigError(ValueError):
     """A params file does not match its schema; the message names file and key."""
 
 
-def section(name: str):
-    """Register a frozen dataclass as the schema of ``params.yaml`` section ``name``."""
+def schema(name: str) -> type | None:
+    """The frozen dataclass of section ``name``: a core section (:data:`lab.sections.CORE`), else
+    ``lab.methods.<name>.config.SCHEMA`` (importing that module only); ``None`` when neither exists."""
+    if name in sections.CORE:
+        return sections.CORE[name]
+    if not name.isidentifier():
+        return None
+    module = f"{METHODS}.{name}.config"
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:      # only "that module does not exist"; a broken import inside it raises
+        if e.name and e.name.startswith(METHODS + ".") and (module + ".").startswith(e.name + "."):
+            return None
+        raise
+    return _checked(mod, name)
 
-    def register(cls: type[T]) -> type[T]:
-        if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
-            raise TypeError(f"{cls.__name__} must be a frozen dataclass")
-        SECTIONS[name] = cls
-        return cls
 
-    return register
+def schemas() -> dict[str, type]:
+    """Every known section: the core ones, then each ``lab/methods/<paper>/config.py`` (only those modules are
+    imported, not the papers' wiring)."""
+    import lab.methods
+
+    out = dict(sections.CORE)
+    for info in sorted(pkgutil.iter_modules(lab.methods.__path__), key=lambda m: m.name):
+        if info.ispkg and importlib.util.find_spec(f"{METHODS}.{info.name}.config") is not None:
+            out[info.name] = _checked(importlib.import_module(f"{METHODS}.{info.name}.config"), info.name)
+    return out
+
+
+def _checked(mod: types.ModuleType, name: str) -> type:
+    cls = getattr(mod, "SCHEMA", None)
+    if getattr(mod, "SECTION", None) != name:
+        raise TypeError(f"{mod.__name__}: SECTION must be {name!r}, got {getattr(mod, 'SECTION', None)!r}")
+    if cls is None or not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
+        raise TypeError(f"{mod.__name__}: SCHEMA must be a frozen dataclass, got {cls!r}")
+    return cls
 
 
 def params_path(path: str | os.PathLike | None = None) -> Path:
@@ -76,31 +109,29 @@ def active_profile(path: str | os.PathLike | None = None, raw: Mapping[str, Any]
 
 def load(name: str, profile: str | None = None, path: str | os.PathLike | None = None):
     """Section ``name`` of ``params.yaml`` for ``profile`` (default: the file's ``profile``)."""
-    import lab.sections  # noqa: F401  (registers the schemas)
-
     file = params_path(path)
     raw = read_params(file)
     profile = profile or active_profile(file, raw)
     if profile not in PROFILES:
         raise ConfigError(f"{file}: profile: expected one of {PROFILES}, got {profile!r}")
-    if name not in SECTIONS:
-        raise ConfigError(f"{file}: no schema for section {name!r}; known: {sorted(SECTIONS)}")
+    cls = schema(name)
+    if cls is None:
+        raise ConfigError(f"{file}: no schema for section {name!r}; known: {sorted(schemas())}")
     if name not in raw:
         raise ConfigError(f"{file}: missing section {name!r}")
     values = resolve_profile(raw[name], profile, f"{file}: {name}")
-    return build(SECTIONS[name], values, f"{file}: {name}")
+    return build(cls, values, f"{file}: {name}")
 
 
 def load_all(profile: str | None = None, path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Every registered section that ``params.yaml`` holds, validated for ``profile``."""
-    import lab.sections  # noqa: F401
-
+    """Every known section (:func:`schemas`) that ``params.yaml`` holds, validated for ``profile``."""
+    known = schemas()
     raw = read_params(path)
     file = params_path(path)
     for key in raw:
-        if key not in SECTIONS and key not in ("profile", "seed"):
-            raise ConfigError(f"{file}: unknown top-level key {key!r}{_hint(key, [*SECTIONS, 'profile', 'seed'])}")
-    return {name: load(name, profile, path) for name in SECTIONS if name in raw}
+        if key not in known and key not in ("profile", "seed"):
+            raise ConfigError(f"{file}: unknown top-level key {key!r}{_hint(key, [*known, 'profile', 'seed'])}")
+    return {name: load(name, profile, path) for name in known if name in raw}
 
 
 def resolve_profile(values: Any, profile: str, where: str) -> dict[str, Any]:
@@ -233,3 +264,111 @@ def as_plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [as_plain(v) for v in obj]
     return obj
+
+
+# --------------------------------------------------------------------------------------------------------
+# `python -m lab.config check`: the whole of params.yaml, every section under every profile. `make repro` runs
+# it before `dvc repro` and every stage (lab.stage) before anything else, so a typo costs nothing: no output is
+# removed (dvc.yaml outs are `persist: true`, see README) and no MLflow run is opened.
+NON_SECTIONS = ("profile", "seed")
+
+
+def pipeline_sections(dvc_yaml: str | os.PathLike) -> list[str]:
+    """Sections the pipeline in ``dvc_yaml`` reads, in order: ``tracking`` (every stage logs), each stage's
+    ``--section`` (default: the stage name) and the first part of each of its ``params:`` keys in
+    ``params.yaml``. ``[]`` when there is no such file."""
+    import shlex
+
+    path = Path(dvc_yaml)
+    if not path.is_file():
+        return []
+    try:
+        stages = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages") or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    names = ["tracking"]
+    for stage, spec in stages.items():
+        spec = spec if isinstance(spec, dict) else {}
+        cmd = shlex.split(spec.get("cmd", "")) if isinstance(spec.get("cmd"), str) else []
+        if cmd[1:3] == ["-m", "lab.stage"]:
+            names.append(cmd[cmd.index("--section") + 1] if "--section" in cmd[:-1] else str(stage))
+        names += [p.split(".")[0] for p in spec.get("params") or [] if isinstance(p, str)]
+    return [n for n in dict.fromkeys(names) if n not in NON_SECTIONS]
+
+
+def check(path: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """Validate every section of ``params.yaml`` for every profile in :data:`PROFILES`.
+
+    Returns ``{profile: {section: config}}``. Raises :class:`ConfigError` listing every problem, one a line
+    (naming the profile when only some profiles have it): a bad ``profile`` or ``seed``, an unknown top-level
+    key, a section the pipeline reads (``dvc.yaml`` beside the file, :func:`pipeline_sections`) that is
+    missing, and any unknown key, wrong type or missing key in any section under any profile.
+    """
+    file = params_path(path)
+    raw = read_params(file)
+    problems: dict[str, list[str | None]] = {}
+
+    def problem(message: str, profile: str | None = None) -> None:
+        problems.setdefault(message, []).append(profile)
+
+    try:
+        active_profile(file, raw)
+    except ConfigError as e:
+        problem(str(e))
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        problem(f"{file}: seed: expected an int, got {type(seed).__name__} ({seed!r})")
+    for name in pipeline_sections(file.parent / "dvc.yaml"):
+        if name not in raw:
+            problem(f"{file}: missing section {name!r} (dvc.yaml's stages read it)")
+    loaded: dict[str, dict[str, Any]] = {}
+    for profile in PROFILES:
+        try:
+            loaded[profile] = load_all(profile, file)
+            continue
+        except ConfigError as e:
+            first = str(e)
+            problem(first, profile)
+        for name in raw:  # load_all stops at the first problem: report every other broken section too
+            if name in NON_SECTIONS or f"unknown top-level key {name!r}" in first:
+                continue
+            try:
+                load(name, profile, file)
+            except ConfigError as e:
+                problem(str(e), profile)
+    if problems:
+        lines = []
+        for message, profiles in problems.items():
+            named = sorted({p for p in profiles if p}, key=PROFILES.index)
+            partial = named and len(named) < len(PROFILES)
+            lines.append(message + (f" [profile {', '.join(named)}]" if partial else ""))
+        raise ConfigError(lines[0] if len(lines) == 1 else f"{len(lines)} problems:\n  " + "\n  ".join(lines))
+    return loaded
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lab.config check [--params FILE]``: exit 0 when every section of every profile loads."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m lab.config", description="Validate params.yaml.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    checker = commands.add_parser("check", help="validate every section of params.yaml under every profile")
+    checker.add_argument("--params", default=None, help="the params file (default: params.yaml of the repo)")
+    args = parser.parse_args(argv)
+    try:
+        loaded = check(args.params)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}\nnothing was run and no output was touched", file=sys.stderr)
+        return 1
+    sections_ = sorted({name for configs in loaded.values() for name in configs})
+    print(f"{params_path(args.params)}: ok ({', '.join(sections_)} under {', '.join(PROFILES)})")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from lab.config import main as _main  # the importable module, not a second copy's classes
+
+    sys.exit(_main())

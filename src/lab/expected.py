@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from lab.config import ConfigError, build
+from lab.config import ConfigError, active_profile, build
 from lab.paths import repo_root
 
 
@@ -73,8 +73,11 @@ def read_metric(ref: str, root: Path) -> float | None:
     return float(node)
 
 
-def status(claim: Claim, root: Path) -> dict[str, Any]:
-    measured = read_metric(claim.metric, root) if claim.metric else None
+def status(claim: Claim, root: Path, profile: str | None = None) -> dict[str, Any]:
+    """A claim against the outputs under ``root``; outputs of another ``profile`` than the claim's are not read
+    (a tiny-profile workspace says nothing about a smoke-profile number)."""
+    same = profile is None or profile == claim.profile
+    measured = read_metric(claim.metric, root) if claim.metric and same else None
     recorded = None if measured is None or claim.ours is None else math.isclose(measured, claim.ours, abs_tol=5e-5)
     reproduced = None
     if claim.ours is not None and claim.paper is not None:
@@ -94,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("papers", nargs="*", help="experiments/<paper> names (default: all)")
     args = parser.parse_args(argv)
     root = repo_root()
+    try:
+        profile = active_profile(root / "params.yaml")
+    except ConfigError:
+        profile = None
+    print(f"# workspace profile (params.yaml): {profile}; claims of another profile are listed, not measured")
     bad = 0
     for path in all_files(root):
         if args.papers and path.parent.name not in args.papers:
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         exp = load(path)
         print(f"# {path.parent.name}: {exp.paper}")
         for claim in exp.claims:
-            s = status(claim, root)
+            s = status(claim, root, profile)
             fmt = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
             print(f"  {s['id']:<40} paper={fmt(s['paper']):>8} ours={fmt(s['ours']):>8} "
                   f"measured={fmt(s['measured']):>8} recorded={fmt(s['recorded']):>5} reproduced={fmt(s['reproduced'])}")

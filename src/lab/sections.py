@@ -1,4 +1,8 @@
-"""Schemas of the ``params.yaml`` sections (frozen dataclasses; no ML imports).
+"""Schemas of the core ``params.yaml`` sections (frozen dataclasses; no ML imports).
+
+Core = the sections every paper shares: ``tracking``, ``data``, ``models``, ``firststage`` (:data:`CORE`).
+A paper's own section lives beside its wiring, in ``lab/methods/<paper>/config.py`` (``SECTION``, ``SCHEMA``);
+:mod:`lab.config` finds both. This module imports nothing of ``lab`` (``lab.config`` imports it, one way).
 
 Defaults here document intent; ``params.yaml`` must still spell every value it relies on,
 because DVC tracks that file, not these defaults.
@@ -9,19 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
-from lab.config import section
-
 FIRST_STAGES = ("bm25", "bm25rm3", "tasb", "ada2", "splade_pp_ed", "repllama")
 
 
-@section("tracking")
 @dataclass(frozen=True)
 class TrackingConfig:
     experiment: str = "lab"            # MLflow experiment every stage run lands in
     artifacts_dir: str = "mlartifacts"  # explicit artifact root beside mlflow.db (repo-relative)
 
 
-@section("data")
 @dataclass(frozen=True)
 class DataConfig:
     datasets: tuple[str, ...] = ("trec-dl-2019", "trec-dl-2020")
@@ -33,7 +33,6 @@ class DataConfig:
     out_dir: str = "data"
 
 
-@section("models")
 @dataclass(frozen=True)
 class ModelsConfig:
     # role -> model reference (packaged name, hf:org/name, random:<arch>-<size>, or a local path)
@@ -41,7 +40,6 @@ class ModelsConfig:
     out_dir: str = "models"
 
 
-@section("firststage")
 @dataclass(frozen=True)
 class FirstStageConfig:
     datasets: tuple[str, ...] = ("trec-dl-2019", "trec-dl-2020")
@@ -53,193 +51,6 @@ class FirstStageConfig:
     alpha: float = 0.05
 
 
-# ------------------------------------------------------------------------------------------------ FIRST
-# Reddy et al., EMNLP 2024 (arXiv 2406.15657): single-token listwise reranking. Stages first_train,
-# first_rerank, first_report (notebooks/first); wiring in lab.methods.first.
-FIRST_OBJECTIVES = ("joint", "lm", "rank")
-
-
-@dataclass(frozen=True)
-class FirstTrainData:
-    source: Literal["trec", "rank_zephyr"] = "trec"  # trec: windows + gold orders from graded qrels
-    dataset: str = "trec-dl-2020"      # never an evaluation set (refused)
-    first_stage: str = "bm25"
-    rank_zephyr: str = ""              # source rank_zephyr: HF dataset id or local .jsonl(.gz)
-    max_queries: int = 0               # 0 = every judged query
-    depth: int = 100                   # windows are drawn from the first-stage top `depth`
-    window: int = 20                   # passages per training window
-    top_windows: int = 1               # the first `top_windows` sliding windows (first-stage order) per query
-    random_windows: int = 0            # + augmented windows per query: random subsets holding relevant passages
-    shuffle: bool = False              # present augmented windows shuffled (else in first-stage order)
-    min_relevant: int = 1              # a window needs this many passages with grade > 0
-    max_examples: int = 0              # 0 = all (rank_zephyr: the first N rows)
-
-
-@dataclass(frozen=True)
-class FirstOptim:
-    rank_loss: Literal["ranknet", "listnet", "lambdarank"] = "ranknet"
-    weighted: bool = True
-    lam: float = 10.0                  # L = L_LM + lam * L_rank (paper: weighted RankNet, lam 10)
-    steps: int = 0                     # optimizer steps; 0 = from epochs
-    epochs: float = 1.0
-    batch_size: int = 1
-    grad_accum: int = 1
-    lr: float = 1.0e-4
-    scheduler: Literal["linear", "cosine", "constant"] = "cosine"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 0.0         # 0 = no clipping
-    neftune_alpha: float = 0.0         # NEFTune noise on input embeddings (paper: 5)
-    lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    lora_layers: int = 0               # LoRA on the top N decoder layers only (0 = all); cheaper backward
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    mixed_precision: Literal["fp32", "bf16"] = "fp32"   # under accelerate ("fp32" = its "no": DVC -S rewrites a quoted "no" bare, which YAML reads as false)
-    checkpoint_every: int = 0          # steps between resumable checkpoints; 0 = only the last step
-
-
-@dataclass(frozen=True)
-class FirstRerank:
-    datasets: tuple[str, ...] = ("trec-dl-2019",)    # materialised TREC DL sets (never the training set)
-    first_stages: tuple[str, ...] = ("bm25", "splade_pp_ed")
-    baseline: str = "bm25"             # per first stage: the first-stage order itself
-    max_queries: int = 0
-    depth: int = 20                    # rerank the top `depth` of each first stage
-    window: int = 20
-    stride: int = 10
-    batch_size: int = 4                # windows per forward (single-token) / per generate call
-    # gen mode: "free" greedy generation, parsed (the paper's baseline), or "constrained" to the [X] > [Y]
-    # grammar (lab.rerank.constrained): small models do not write a permutation by themselves
-    generation: Literal["free", "constrained"] = "free"
-    # first stage -> configurations "<model>:<mode>", model zeroshot | an objective, mode single | gen
-    configs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    measures: Mapping[str, str] = field(default_factory=dict)
-    test: Literal["ttest", "permutation"] = "ttest"
-    alpha: float = 0.05
-    latency_windows: int = 4           # windows timed one at a time, single-token vs generation
-    beir: tuple[str, ...] = ()         # paper profile: BEIR sets (local BEIR folders or hf ids) ...
-    beir_runs: str = ""                # ... and their first-stage top-100 TREC run files: a "{name}" pattern
-    beir_first_stage: str = "contriever"
-
-
-@dataclass(frozen=True)
-class FirstFeedback:
-    """FIRST §5 relevance feedback (stage first_feedback, lab.retrieval.feedback): the LLM's ranking refits the
-    dense query vector, which retrieves again. Defaults: gangiswag/llm-reranker scripts/distill.py and
-    bash/run_distill.sh (ce_top_k 100, Adam lr 0.005, 100 updates; LLM stage lr / 5, updates // 5, ranknet)."""
-
-    encoder_role: str = "encoder"      # models/<role>: the dense retriever whose query vectors are refit
-    # stage-1 teacher: models/<role> bi-encoder scores stand in for the paper's cross-encoder; "none" skips stage 1
-    teacher_role: str = "encoder_large"
-    teacher_scale: float = 20.0        # teacher logits = scale * cosine (all-mpnet-base-v2 trained at scale 20)
-    first_stage: str = "splade_pp_ed"  # whose first_rerank runs give the LLM rankings
-    # first_rerank run names <model>_<mode>; "first_stage" = the first stage's own order (control: no LLM)
-    configs: tuple[str, ...] = ("first_stage", "zeroshot_single", "joint_single")
-    # stage-2 passages: "dense_overlap" = the LLM-ordered passages that are also in the dense top `depth` (the
-    # official LLM reranked the retriever's own list); "reranked" = every passage the LLM ordered
-    llm_pools: tuple[Literal["dense_overlap", "reranked"], ...] = ("dense_overlap", "reranked")
-    depth: int = 100                   # dense top-k: candidates for the teacher and the re-retrieval depth
-    teacher_top_k: int = 100           # ce_top_k (0 = no stage 1)
-    llm_top_k: int = 20                # LLM-ordered prefix used; at most first.rerank.depth
-    lr: float = 0.005
-    updates: int = 100
-    llm_lr_divisor: float = 5.0
-    llm_updates_divisor: int = 5
-    weighted: bool = True
-    passage_max_length: int = 256      # tokens (all-MiniLM-L6-v2's own max_seq_length)
-    query_max_length: int = 32
-    batch_size: int = 16               # encoder batch (length-sorted)
-    # torch threads; encoding dominates: 25 vs 12 passages/s with 1 vs 2 threads while another job held both cores
-    threads: int = 1
-    max_queries: int = 0               # 0 = every judged query
-    measures: Mapping[str, str] = field(default_factory=dict)
-    test: Literal["ttest", "permutation"] = "ttest"
-    alpha: float = 0.05
-
-
-@section("first")
-@dataclass(frozen=True)
-class FirstConfig:
-    model_role: str = "llm"            # models/<role>, materialised by the models stage
-    prompt: str = "first_alpha_v1"
-    threads: int = 2                   # torch intra-op threads (fixed: float sums depend on it)
-    max_words: int = 300               # passage truncation (words), train and rerank
-    variants: tuple[str, ...] = FIRST_OBJECTIVES   # objectives trained (joint = FIRST; lm, rank: ablation)
-    checkpoint_dir: str = "outputs/checkpoints/first_train"   # resumable state, outside the stage outputs
-    train: FirstTrainData = field(default_factory=FirstTrainData)
-    optim: FirstOptim = field(default_factory=FirstOptim)
-    rerank: FirstRerank = field(default_factory=FirstRerank)
-    feedback: FirstFeedback = field(default_factory=FirstFeedback)
-
-
-# --- NanoVDR (arXiv 2603.12824) ---------------------------------------------------------------------
-NANOVDR_OBJECTIVES = ("cosine", "mse", "infonce", "listwise_kl", "margin_mse", "cosine_kl")
-
-
-@dataclass(frozen=True)
-class NanoVDRPagesConfig:
-    width: int = 320                   # rendered page size in pixels (Pillow default font)
-    height: int = 416
-    font_size: int = 12
-
-
-@dataclass(frozen=True)
-class NanoVDRTrainConfig:
-    epochs: int = 20                   # paper (model card): 20 epochs, lr 2e-4
-    batch_size: int = 64
-    lr: float = 2.0e-4
-    weight_decay: float = 0.01         # AdamW
-    warmup_pct: float = 0.03           # OneCycle, cosine annealing, 3% warm-up
-    grad_clip: float = 1.0
-    finetune_backbone: bool = True     # false: projector only, on backbone states computed once (smoke budget)
-    temperature: float = 0.05          # InfoNCE / listwise-KL softmax temperature
-    kl_top_k: int = 16                 # teacher top-K pages for the listwise KL
-    kl_weight: float = 1.0             # λ in cosine + λ·KL
-    negatives: int = 4                 # teacher-mined negatives per query (InfoNCE, Margin-MSE)
-    negative_offset: int = 3           # negatives = teacher ranks offset+1 .. offset+negatives
-    select_by: Literal["objective", "cosine"] = "objective"   # best epoch by validation loss of ...
-    num_threads: int = 0               # torch threads while training; 0 = 1 for a frozen backbone, else default
-
-
-@section("nanovdr")
-@dataclass(frozen=True)
-class NanoVDRConfig:
-    # teacher: "text" = smoke stand-in (sentence encoder over the page's source text);
-    # "qwen3_vl" = the paper's Qwen3-VL-Embedding-2B over the page image
-    teacher_kind: Literal["text", "qwen3_vl"] = "text"
-    teacher: str = "all-mpnet-base-v2"
-    teacher_instruction: str = ""      # query-side instruction of the teacher (targets are cached with it)
-    teacher_batch_size: int = 32
-    page_max_length: int = 64          # text teacher: page tokens kept
-    query_max_length: int = 32
-    student: str = "paraphrase-minilm-l3-v2"
-    projector_hidden: int = 768        # MLP in -> hidden -> teacher dim (GELU); 0 = one linear layer
-    student_max_length: int = 32
-    eval_dataset: str = "trec-dl-2019"      # test queries and page pool (never used in training)
-    train_dataset: str = "trec-dl-2020"     # its queries train; its page pool feeds the document-aware objectives
-    pool_first_stages: tuple[str, ...] = FIRST_STAGES   # page pool = union of these runs' top-depth candidates
-    eval_pool_depth: int = 10
-    train_pool_depth: int = 5
-    query_pool: str = "msmarco-passage-dev-subset"      # unlabelled training queries
-    train_queries: int = 1200          # taken from the pool after the validation ones; 0 = all the rest
-    val_queries: int = 150
-    languages: tuple[str, ...] = ()    # "-Multi": machine-translated copies of the training queries
-    translator: Literal["none", "fake", "marian"] = "none"
-    objectives: tuple[str, ...] = NANOVDR_OBJECTIVES
-    train: NanoVDRTrainConfig = field(default_factory=NanoVDRTrainConfig)
-    pages: NanoVDRPagesConfig = field(default_factory=NanoVDRPagesConfig)
-    render_pages: bool = True
-    # ViDoRe evaluation (paper profile): keys of lab/data/vidore.yaml ("v1/docvqa", ...); empty = none
-    benchmarks: tuple[str, ...] = ()
-    benchmark_dir: str = ""            # local root with <owner>/<name>/ laid out like the Hub; "" = mirror, then Hub
-    benchmark_languages: tuple[str, ...] = ()   # keep v2/v3 queries in these `language` values; empty = all
-    search_depth: int = 100
-    measures: Mapping[str, str] = field(default_factory=dict)
-    test: Literal["ttest", "permutation"] = "ttest"
-    alpha: float = 0.05
-    data_dir: str = "data"
-    index_dir: str = "outputs/nanovdr_index"
-    distill_dir: str = "outputs/nanovdr_distill"
+# section name -> schema of the sections every paper shares (method sections: lab/methods/<paper>/config.py)
+CORE: dict[str, type] = {"tracking": TrackingConfig, "data": DataConfig, "models": ModelsConfig,
+                         "firststage": FirstStageConfig}

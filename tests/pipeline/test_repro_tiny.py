@@ -5,8 +5,10 @@ same metrics DVC sees; a second repro does nothing; `dvc exp run --temp -S` reru
 params changed and logs to the main checkout's MLflow database; same params -> identical bytes.
 """
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -119,3 +121,111 @@ def test_same_params_same_bytes(tiny_repo):
     sh(["dvc", "repro", "-f", "-s", "firststage"], root, env)
     assert (root / "outputs" / "firststage" / "metrics.json").read_bytes() == first
     assert (root / "outputs" / "firststage" / "per_query.csv").read_bytes() == per_query
+
+
+# ---- issue 14: a rejected params.yaml loses nothing; the README's commands work as documented ----------------
+def snapshot(root):
+    """sha256 of every output file DVC or a stage writes, and of the lock."""
+    files = [root / "dvc.lock", *(p for top in ("outputs", "data", "models") for p in (root / top).rglob("*"))]
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(files) if p.is_file()}
+
+
+def without_nanovdr(text):
+    raw = yaml.safe_load(text)
+    del raw["nanovdr"]
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+BROKEN = {  # name: (edit of params.yaml, what the error must say)
+    "typo": (lambda t: t.replace("    lam: 10.0\n", "    lam: 10.0\n    lamda: 1.0\n", 1),
+             ["first.optim: unknown key 'lamda' (did you mean 'lam'?)",
+              "stage first_train: nothing was run, no MLflow run opened; left as they were: outputs/first_train/ ("]),
+    "wrong-type": (lambda t: t.replace("    lr: 5.0e-4\n", '    lr: "fast"\n', 1),
+                   ["first.optim.lr: expected a float, got str ('fast')", "left as they were: outputs/first_train/"]),
+    # DVC itself refuses params missing from params.yaml, after the point where it would delete outs
+    "missing-section": (without_nanovdr, ["Parameters 'nanovdr.", "are missing from 'params.yaml'"]),
+}
+
+
+def status_clean(root, env):
+    out = sh(["dvc", "status"], root, env)
+    assert "Data and pipelines are up to date." in out, out
+    return out
+
+
+def reject(root, env, edit):
+    """`dvc repro` with a broken params.yaml: must fail; params.yaml is put back afterwards."""
+    params = root / "params.yaml"
+    good = params.read_text()
+    params.write_text(edit(good))
+    assert params.read_text() != good
+    try:
+        res = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        params.write_text(good)
+    assert res.returncode != 0, res.stdout + res.stderr
+    return res.stdout + res.stderr
+
+
+def test_rejected_params_leave_the_workspace_exactly_as_it_was(tiny_repo):
+    root, env, _ = tiny_repo
+    status_clean(root, env)
+    before, runs_before = snapshot(root), len(mlflow_runs(root))
+    assert any(k.startswith("outputs/first_train/") for k in before) and "outputs/first_train/metrics.json" in before
+    for name, (edit, messages) in BROKEN.items():
+        out = reject(root, env, edit)
+        for message in messages:
+            assert message in out, f"{name}: {message!r} not in\n{out[-3000:]}"
+        assert "Running stage 'data'" not in out and "Running stage 'models'" not in out, name
+        status_clean(root, env)
+        assert snapshot(root) == before, f"{name}: outputs changed"
+        assert len(mlflow_runs(root)) == runs_before, f"{name}: an MLflow run was opened"
+
+
+def test_readme_commands_as_documented(tiny_repo):
+    """The README's block after `make repro`, run as written: `source .venv/bin/activate` once, then the commands,
+    from a shell whose PATH does not hold the venv."""
+    root, env, _ = tiny_repo
+    readme = (REPO / "README.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if b.startswith("source .venv/bin/activate"))
+    commands = [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+    assert any(c.startswith("dvc exp run") for c in commands) and "python -m lab.expected" in commands
+    venv_bin = Path(sys.executable).parent
+    (root / ".venv").symlink_to(venv_bin.parent, target_is_directory=True)  # as `make setup` leaves it
+    exclude = root / ".git" / "info" / "exclude"  # `.venv/` in .gitignore matches a folder, not this link
+    exclude.parent.mkdir(exist_ok=True)
+    exclude.write_text(exclude.read_text() + "\n/.venv\n" if exclude.exists() else "/.venv\n")
+    path = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p and Path(p).resolve() != venv_bin.resolve())
+    bare = {k: v for k, v in env.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")} | {"PATH": path}
+    assert shutil.which("python", path=path) is None or Path(shutil.which("python", path=path)).resolve() != \
+        Path(sys.executable).resolve()
+    try:  # one shell, as a user types them
+        script = "set -e\n" + "\n".join(f"echo '+ {c}'\n{c}" for c in commands)
+        res = subprocess.run(["bash", "-c", script], cwd=root, env=bare, capture_output=True, text=True, timeout=600)
+    finally:
+        (root / ".venv").unlink()
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-4000:]
+    assert "ndcg_10" in out and "# workspace profile (params.yaml): tiny" in out
+    assert "Running stage" not in out, "an experiment of an unchanged pipeline must check outputs out, not rerun"
+    status_clean(root, env)
+
+
+def test_without_persist_the_same_typo_costs_outputs(tiny_repo):
+    """The guard's negative control: drop `persist` from first_train's outs and the typo run loses them."""
+    root, env, _ = tiny_repo
+    dvc_yaml = root / "dvc.yaml"
+    good = dvc_yaml.read_text()
+    start = good.index("  first_train:")
+    end = good.index("\n  first_rerank:")
+    dvc_yaml.write_text(good[:start] + good[start:end].replace(": {persist: true}", "")
+                        .replace("          persist: true", "          cache: true") + good[end:])
+    try:
+        out = reject(root, env, BROKEN["typo"][0])
+        assert "DVC removed outputs/first_train/adapters" in out, out[-3000:]
+        assert not (root / "outputs" / "first_train" / "metrics.json").exists()
+    finally:
+        dvc_yaml.write_text(good)
+        sh(["dvc", "checkout", "first_train"], root, env)  # every out is cached: all of it comes back
+    status_clean(root, env)

@@ -8,6 +8,9 @@ trailing spaces of a query, and the MS MARCO mojibake such as ``â\\x80\\x99``, 
 A malformed line raises :class:`DataFormatError` naming the file, the 1-based line number and the
 line, so a bad file is found from the message alone. Writers are atomic (:func:`lab.paths.atomic_path`)
 and byte-stable: the same records always give the same bytes, which DVC relies on.
+
+:func:`save_npy` is the atomic writer of the ``.npy`` matrices (embeddings, top-K positions) that stages
+write beside those files.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from lab.records import Candidate, Qrels, Query, Ranking, Run
 
 __all__ = [
     "DataFormatError", "read_topics", "write_topics", "read_qrels", "write_qrels", "read_trec_run",
-    "write_trec_run", "read_rank_llm_json", "read_candidates_jsonl", "write_candidates_jsonl",
+    "write_trec_run", "read_rank_llm_json", "read_candidates_jsonl", "write_candidates_jsonl", "save_npy",
 ]
 
 
@@ -265,6 +268,18 @@ def read_candidates_jsonl(path: str | os.PathLike, name: str) -> Run:
             raise DataFormatError(path, no, f"qid {qid!r} appears twice", line)
         run.add(Ranking(Query(qid, query), cands))
     return run
+
+
+# ---------------------------------------------------------------------------------------------- numpy
+
+def save_npy(path: str | os.PathLike, arr) -> None:
+    """``arr`` (a numpy array) as ``.npy`` at ``path``, atomically (parents created)."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, arr)
 
 
 # -------------------------------------------------------------------------------------------- helpers

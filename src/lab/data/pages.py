@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 
 from lab.paths import atomic_path
 
-__all__ = ["Page", "render_page", "wrap_text", "render_pages", "page_key"]
+__all__ = ["Page", "render_page", "wrap_text", "render_pages", "page_key", "write_pool"]
 
 MARGIN = 10          # pixels around the text block
 LINE_SPACING = 1.25  # line height = font_size * LINE_SPACING
@@ -142,3 +143,14 @@ def render_pages(docs: Iterable[tuple[str, str]] | Sequence[tuple[str, str]], fo
                 tmp.write_bytes(png_bytes(render_page(text, width, height, font_size)))
         pages.append(Page(docid, text, path))
     return pages
+
+
+def write_pool(pages: Sequence[Page], path: str | Path, root: str | Path) -> None:
+    """A page pool as JSONL, one ``{"docid", "text", "page"}`` per line, ``page`` = the image path relative to
+    ``root`` (``null`` if never rendered); atomic and byte-stable. Written by the NanoVDR index stage for its
+    smoke pools and its ViDoRe sets alike, and read back as :class:`Page` by their loaders."""
+    lines = [json.dumps({"docid": p.docid, "text": p.text,
+                         "page": p.image.relative_to(root).as_posix() if p.image else None},
+                        ensure_ascii=False, sort_keys=True) + "\n" for p in pages]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(lines), encoding="utf-8")

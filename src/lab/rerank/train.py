@@ -1,4 +1,4 @@
-"""A small trainer for FIRST (Reddy et al., EMNLP 2024): ``L = L_LM + lambda * L_rank``.
+"""FIRST's training pieces (Reddy et al., EMNLP 2024): ``L = L_LM + lambda * L_rank``, for :func:`lab.train.fit`.
 
 One forward over prompt + target permutation per batch gives both terms:
 
@@ -7,18 +7,19 @@ One forward over prompt + target permutation per batch gives both terms:
 * ``L_rank``: a ranking loss on the identifier logits at the ``[`` position, i.e. the position that
   predicts the first identifier - the same logits single-token reranking reads at inference.
 
-Generic: takes any causal LM + tokenizer (chat template required) + :class:`RankExample` lists. LoRA via
-``peft`` or full fine-tuning, AdamW, gradient accumulation, a fixed seed; returns the per-step losses.
+Generic: any causal LM + tokenizer (chat template required) + :class:`RankExample` lists. This module supplies
+what the one trainer needs - the encoded dataset (:func:`prepare`), the collator (:func:`collate`) and the loss
+(:func:`loss_fn`); optimisation, LoRA, checkpoints and devices come from :mod:`lab.train`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterator, Literal, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from lab.losses.ranking import IGNORE_INDEX, first_loss, lambdarank, listnet, lm_nll, weighted_ranknet
 from lab.records import Qrels, Ranking, Run
@@ -142,41 +143,23 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, Tensor]:
 
 
 # ---------------------------------------------------------------------------------------- losses
-@dataclass
-class TrainConfig:
+@dataclass(frozen=True)
+class RankObjective:
+    """What the loss is: which terms, which ranking loss, its weight, and how prompts are built."""
+
     objective: Literal["joint", "lm", "rank"] = "joint"   # rank: L_rank alone (official "ranking")
     rank_loss: Literal["ranknet", "listnet", "lambdarank"] = "ranknet"
     weighted: bool = True             # RankNet weights 1/(r_i + r_j)
     lam: float | None = None          # None: official weight for rank_loss (DEFAULT_LAMBDA)
-    steps: int = 100                  # optimizer steps
-    batch_size: int = 1
-    grad_accum: int = 1
-    lr: float | None = None           # None: 1e-4 with LoRA, 5e-6 (official default) in full fine-tuning
-    weight_decay: float = 0.0
-    scheduler: Literal["linear", "constant"] = "linear"
-    warmup_steps: int = 0
-    max_grad_norm: float | None = None
-    seed: int = 0
-    shuffle: bool = True
-    lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     max_words: int | None = 300
     fix_text: bool = False
-    progress: bool = False
 
     @property
     def rank_weight(self) -> float:
         return self.lam if self.lam is not None else DEFAULT_LAMBDA[(self.rank_loss, self.weighted)]
 
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (1e-4 if self.lora else 5e-6)
 
-
-def rank_loss(cfg: TrainConfig, scores: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
+def rank_loss(cfg: RankObjective, scores: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
     """The configured ranking loss on identifier logits ``scores[B, n]``."""
     mask = batch["item_mask"]
     if cfg.rank_loss == "ranknet":
@@ -188,7 +171,7 @@ def rank_loss(cfg: TrainConfig, scores: Tensor, batch: Mapping[str, Tensor]) -> 
     raise ValueError(f"unknown rank_loss {cfg.rank_loss!r}")
 
 
-def compute_losses(model, batch: Mapping[str, Tensor], identifier_ids: Tensor, cfg: TrainConfig) -> dict[str, Tensor]:
+def compute_losses(model, batch: Mapping[str, Tensor], identifier_ids: Tensor, cfg: RankObjective) -> dict[str, Tensor]:
     """``{"loss", "lm", "rank"}`` from ONE forward over the batch.
 
     Vocabulary logits are only computed from the position before the first target token on
@@ -222,86 +205,40 @@ def compute_losses(model, batch: Mapping[str, Tensor], identifier_ids: Tensor, c
     return {"loss": total, "lm": lm, "rank": rk}
 
 
-# -------------------------------------------------------------------------------------- training
-@dataclass
-class TrainResult:
-    model: object                       # the trained model (a PeftModel when cfg.lora)
-    losses: list[dict[str, float]] = field(default_factory=list)   # per optimizer step
-
-
-def _prepare(model, tokenizer, examples, cfg, prompt):
+# ------------------------------------------------------------------------------ for lab.train.fit
+def prepare(tokenizer, examples: Sequence[RankExample], obj: RankObjective,
+            prompt: ListwisePrompt | None = None) -> tuple[list[Encoded], Tensor, int]:
+    """``(encoded examples, identifier token ids [max_passages], pad id)``."""
     prompt = prompt or load_prompt()
     ident = identifier_token_ids(tokenizer, prompt.max_passages, prompt)
-    encoded = [encode_example(tokenizer, ex, ident, prompt, cfg.max_words, cfg.fix_text) for ex in examples]
+    encoded = [encode_example(tokenizer, ex, ident, prompt, obj.max_words, obj.fix_text) for ex in examples]
     return encoded, torch.tensor(ident), pad_token_id(tokenizer)
 
 
-def _micro_batches(n: int, cfg: TrainConfig) -> Iterator[list[int]]:
-    gen = torch.Generator().manual_seed(cfg.seed)
-    while True:
-        perm = torch.randperm(n, generator=gen).tolist() if cfg.shuffle else list(range(n))
-        for lo in range(0, n, cfg.batch_size):
-            yield perm[lo: lo + cfg.batch_size]
+def collator(pad_id: int) -> Callable[[Sequence[Encoded]], dict[str, Tensor]]:
+    return partial(collate, pad_id=pad_id)
 
 
-def train(model, tokenizer, examples: Sequence[RankExample], cfg: TrainConfig | None = None,
-          prompt: ListwisePrompt | None = None) -> TrainResult:
-    """Fine-tune ``model`` on ``examples``; ``cfg.steps`` optimizer steps of ``batch_size * grad_accum``."""
-    cfg = cfg or TrainConfig()
-    if not examples:
-        raise ValueError("no training examples")
-    torch.manual_seed(cfg.seed)
-    encoded, ident, pad_id = _prepare(model, tokenizer, examples, cfg, prompt)
-    if cfg.lora:
-        from peft import LoraConfig, get_peft_model
+def loss_fn(identifier_ids: Tensor, obj: RankObjective) -> Callable:
+    """``loss_fn(model, batch) -> {"loss", "lm", "rank"}`` for :func:`lab.train.fit`."""
+    return partial(_loss, identifier_ids=identifier_ids, obj=obj)
 
-        model = get_peft_model(model, LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=list(cfg.lora_targets), bias="none", task_type="CAUSAL_LM"))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.scheduler == "constant":
-            return 1.0
-        return max(0.0, (cfg.steps - step) / max(1, cfg.steps - cfg.warmup_steps))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    batches = _micro_batches(len(encoded), cfg)
-    result = TrainResult(model)
-    model.train()
-    for step in tqdm(range(cfg.steps), disable=not cfg.progress, desc="train FIRST"):
-        opt.zero_grad(set_to_none=True)
-        acc = {"loss": 0.0, "lm": 0.0, "rank": 0.0}
-        for _ in range(cfg.grad_accum):
-            batch = collate([encoded[i] for i in next(batches)], pad_id)
-            parts = compute_losses(model, batch, ident, cfg)
-            (parts["loss"] / cfg.grad_accum).backward()
-            for k in acc:
-                acc[k] += float(parts[k].detach()) / cfg.grad_accum
-        if cfg.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        lr = opt.param_groups[0]["lr"]
-        opt.step()
-        sched.step()
-        result.losses.append({"step": step + 1, "lr": lr, **acc})
-    model.eval()
-    return result
+def _loss(model, batch, identifier_ids: Tensor, obj: RankObjective) -> dict[str, Tensor]:
+    return compute_losses(model, batch, identifier_ids, obj)
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, examples: Sequence[RankExample], cfg: TrainConfig | None = None,
+def evaluate(model, tokenizer, examples: Sequence[RankExample], obj: RankObjective | None = None,
              prompt: ListwisePrompt | None = None) -> dict[str, float]:
     """Mean ``{"loss", "lm", "rank"}`` over ``examples`` (one example per forward), no update."""
-    cfg = cfg or TrainConfig()
-    encoded, ident, pad_id = _prepare(model, tokenizer, examples, cfg, prompt)
+    obj = obj or RankObjective()
+    encoded, ident, pad_id = prepare(tokenizer, examples, obj, prompt)
     was_training = model.training
     model.eval()
     acc = {"loss": 0.0, "lm": 0.0, "rank": 0.0}
     for e in encoded:
-        parts = compute_losses(model, collate([e], pad_id), ident, cfg)
+        parts = compute_losses(model, collate([e], pad_id), ident, obj)
         for k in acc:
             acc[k] += float(parts[k]) / len(encoded)
     model.train(was_training)

@@ -1,6 +1,6 @@
 """Dense retrieval: text encoders and projectors (:mod:`~lab.retrieval.dense`), frozen teachers
 (:mod:`~lab.retrieval.teachers`), exact faiss search returning :class:`~lab.records.Run`
-(:mod:`~lab.retrieval.index`), and the embedding-distillation trainer (:mod:`~lab.retrieval.train`).
+(:mod:`~lab.retrieval.index`), and the embedding-distillation pieces for lab.train (:mod:`~lab.retrieval.distill`).
 
 Importing this package loads torch; faiss and transformers load when first used.
 """

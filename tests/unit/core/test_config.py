@@ -48,19 +48,32 @@ def test_wrong_type_names_key(tmp_path):
         config.load("data", path=p)
 
 
-def test_string_boolean_rejected(tmp_path):
-    # DVC templating turns booleans into strings; we never accept "true" for a bool.
-    @config.section("_booltest")
-    @dataclasses.dataclass(frozen=True)
-    class B:
-        flag: bool = False
+@dataclasses.dataclass(frozen=True)
+class _BoolTest:
+    flag: bool = False
 
-    p = write(tmp_path, BASE + "_booltest: {flag: 'true'}\n")
-    try:
-        with pytest.raises(ConfigError, match=r"_booltest\.flag: expected a bool"):
-            config.load("_booltest", path=p)
-    finally:
-        config.SECTIONS.pop("_booltest")
+
+def test_string_boolean_rejected():
+    # DVC templating turns booleans into strings; we never accept "true" for a bool.
+    with pytest.raises(ConfigError, match=r"params\.yaml: _booltest\.flag: expected a bool"):
+        config.build(_BoolTest, {"flag": "true"}, "params.yaml: _booltest")
+    assert config.build(_BoolTest, {"flag": True}, "params.yaml: _booltest").flag is True
+
+
+def test_schemas_core_and_one_per_method_package(tmp_path):
+    from lab.methods.first import config as first_config
+    from lab.methods.nanovdr import config as nanovdr_config
+    from lab.sections import CORE
+
+    known = config.schemas()
+    assert {"tracking", "data", "models", "firststage", "first", "nanovdr"} <= set(known)
+    assert {k: known[k] for k in CORE} == CORE
+    assert config.schema("first") is first_config.SCHEMA is known["first"]
+    assert config.schema("nanovdr") is nanovdr_config.SCHEMA
+    assert config.schema("nope") is None and config.schema("no.such") is None and config.schema("../x") is None
+    p = write(tmp_path, BASE + "nope: {}\n")
+    with pytest.raises(ConfigError, match=r"no schema for section 'nope'; known: \[.*'first'.*'nanovdr'"):
+        config.load("nope", path=p)
 
 
 def test_list_item_type_checked(tmp_path):

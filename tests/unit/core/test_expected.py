@@ -33,3 +33,14 @@ def test_bad_expected_yaml(tmp_path):
     p.write_text("paper: x\nsource: y\nclaims:\n  - {id: a, description: d, metric: '', command: c, paperr: 1}\n")
     with pytest.raises(ConfigError, match="unknown key 'paperr'"):
         expected.load(p)
+
+
+def test_claims_of_another_profile_are_not_measured(tmp_path):
+    """A tiny-profile workspace (the README's `python -m lab.expected` after `dvc exp run -S profile=tiny`) says
+    nothing about smoke numbers: listed, not compared, so the command does not fail there."""
+    (tmp_path / "m.json").write_text(json.dumps({"a": 0.1}))
+    c = expected.Claim(id="x", description="d", metric="m.json:a", command="make repro", ours=0.5)
+    assert expected.status(c, tmp_path)["recorded"] is False
+    assert expected.status(c, tmp_path, "smoke")["recorded"] is False
+    s = expected.status(c, tmp_path, "tiny")
+    assert s["measured"] is None and s["recorded"] is None

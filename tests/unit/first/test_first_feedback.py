@@ -1,4 +1,4 @@
-"""FIRST relevance feedback wiring (lab.methods.first_feedback) on fake materialised data and random:bert-tiny."""
+"""FIRST relevance feedback wiring (lab.methods.first.feedback) on fake materialised data and random:bert-tiny."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from lab.data.formats import write_trec_run
 from lab.data.trecdl import load_materialised
-from lab.methods import first_feedback
+from lab.methods.first import feedback as first_feedback
 from lab.records import Run
 from lab.retrieval import EmbeddingCache
 from tests.unit.first.conftest import load_cfg

@@ -5,9 +5,8 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from lab.methods import first
+from lab.methods.first import common as first_common, rerank as first_rerank, train as first_train
 from lab.records import Candidate, Query, Ranking, Run
 from lab.rerank.evaluation import claims, nested_metrics
 from lab.rerank.listwise import rerank
@@ -21,22 +20,24 @@ def test_tiny_profile_config_train_rerank(fake_data, tiny_llama, tmp_path):
     cfg = load_cfg("tiny", threads=1, variants=("joint",),
                    rerank={"configs": {"bm25": ("zeroshot:single", "joint:single", "joint:gen"),
                                        "splade_pp_ed": ("joint:single",)}})
-    first.setup_torch(cfg, 42)
-    ts = first.training_set(cfg, fake_data, seed=42)
+    first_common.setup_torch(cfg, 42)
+    ts = first_train.training_set(cfg, fake_data, seed=42)
     assert len(ts.examples) == 3 and ts.kinds == ["top"] * 3                  # 3 queries x 1 window
-    res = first.train_variant(cfg, "joint", ts, model_path=tiny_llama, adapters_dir=tmp_path / "adapters", seed=42,
-                              checkpoint_root=tmp_path / "ckpt")
-    assert [r["step"] for r in res.losses] == [1, 2] and all(math.isfinite(r["loss"]) for r in res.losses)
+    res = first_train.train_variant(cfg, "joint", ts, model_path=tiny_llama, adapters_dir=tmp_path / "adapters",
+                                    seed=42, checkpoint_root=tmp_path / "ckpt")
+    curve = first_train.losses(res)
+    assert [r["step"] for r in curve] == [1, 2] and all(math.isfinite(r["loss"]) for r in curve)
     assert (tmp_path / "adapters" / "joint" / "adapter_model.safetensors").is_file()
-    sets = first.eval_sets(cfg, fake_data)
-    runs, timing, generations = first.rerank_all(cfg, sets, model_path=tiny_llama, adapters_dir=tmp_path / "adapters")
+    sets = first_rerank.eval_sets(cfg, fake_data)
+    runs, timing, generations = first_rerank.rerank_all(cfg, sets, model_path=tiny_llama,
+                                                        adapters_dir=tmp_path / "adapters")
     assert set(runs["trec-dl-2019"]) == {"bm25", "splade_pp_ed", "bm25/zeroshot_single", "bm25/joint_single",
                                          "bm25/joint_gen", "splade_pp_ed/joint_single"}
     for name, run in runs["trec-dl-2019"].items():       # reranking permutes each query's candidates
         base = sets[0].runs[name.split("/")[0]]
         assert all(sorted(c.docid for c in run[q].candidates) == sorted(c.docid for c in base[q].candidates)
                    for q in base.rankings)
-    summary, per_query, taus = first.evaluate_all(cfg, sets, runs)
+    summary, per_query, taus = first_rerank.evaluate_all(cfg, sets, runs)
     assert set(summary["config"]) == {"first_stage", "zeroshot_single", "joint_single", "joint_gen"}
     assert len(per_query) == len(summary) * 3 and set(taus["model"]) == {"joint"}
     found = claims(summary, taus, 2.0, dataset="trec-dl-2019", first_stage="bm25")
@@ -49,12 +50,12 @@ def test_tiny_profile_config_train_rerank(fake_data, tiny_llama, tmp_path):
 
 def test_training_never_sees_the_evaluation_queries(fake_data):
     cfg = load_cfg("tiny", train={"max_queries": 0, "random_windows": 2})
-    ts = first.training_set(cfg, fake_data, seed=0)
-    dl19 = first.eval_qids(cfg, fake_data)
+    ts = first_train.training_set(cfg, fake_data, seed=0)
+    dl19 = first_train.eval_qids(cfg, fake_data)
     assert dl19 and ts.qids and not set(ts.qids) & dl19
     assert all(q.startswith("200") for q in ts.qids)                          # DL20 qids only
     with pytest.raises(ValueError, match="evaluation set"):
-        first.training_set(load_cfg("tiny", train={"dataset": "trec-dl-2019"}), fake_data, seed=0)
+        first_train.training_set(load_cfg("tiny", train={"dataset": "trec-dl-2019"}), fake_data, seed=0)
 
 
 def test_a_leaked_evaluation_query_is_refused(fake_data, tmp_path):
@@ -67,7 +68,7 @@ def test_a_leaked_evaluation_query_is_refused(fake_data, tmp_path):
         path = data / "trec-dl-2020" / rel
         path.write_text(path.read_text().replace("20000", dl19))
     with pytest.raises(ValueError, match="evaluation queries"):
-        first.training_set(load_cfg("tiny"), data, seed=0)
+        first_train.training_set(load_cfg("tiny"), data, seed=0)
 
 
 def test_rank_zephyr_loader_reads_the_fixture():
@@ -104,64 +105,64 @@ def test_rank_zephyr_loader_json_list_roles_and_hub(tmp_path, monkeypatch):
         load_rank_zephyr("rryisthebest/rank_zephyr_training_data_alpha")
 
 
-def _trainable(folder):
-    return load_file(str(folder / "trainable.safetensors"))
+def _adapter(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
 
 
 def test_interrupted_training_resumes_to_the_same_weights(fake_data, tiny_llama, tmp_path):
     cfg = load_cfg("tiny", threads=1, optim={"steps": 4, "neftune_alpha": 5.0, "checkpoint_every": 1})
-    ts = first.training_set(cfg, fake_data, seed=1)
-    full = first.train_variant(cfg, "joint", ts, model_path=tiny_llama, adapters_dir=None, seed=1,
-                               checkpoint_root=tmp_path / "a")
-    part = first.train_variant(cfg, "joint", ts, model_path=tiny_llama, adapters_dir=None, seed=1,
-                               checkpoint_root=tmp_path / "b", stop_after=2)
-    assert len(part.losses) == 2 and json.loads((tmp_path / "b" / "joint" / "state.json").read_text())["step"] == 2
-    resumed = first.train_variant(cfg, "joint", ts, model_path=tiny_llama, adapters_dir=None, seed=1,
-                                  checkpoint_root=tmp_path / "b")
-    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in full.losses]
-    assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.losses] == strip
-    a, b = _trainable(tmp_path / "a" / "joint"), _trainable(tmp_path / "b" / "joint")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ts = first_train.training_set(cfg, fake_data, seed=1)
+    full = first_train.train_variant(cfg, "joint", ts, model_path=tiny_llama, adapters_dir=None, seed=1,
+                                     checkpoint_root=tmp_path / "a")
+    part = first_train.train_variant(cfg, "joint", ts, model_path=tiny_llama, adapters_dir=None, seed=1,
+                                     checkpoint_root=tmp_path / "b", stop_after=2)
+    assert len(first_train.losses(part)) == 2 and part.checkpoint.endswith("checkpoint-2")
+    resumed = first_train.train_variant(cfg, "joint", ts, model_path=tiny_llama, adapters_dir=None, seed=1,
+                                        checkpoint_root=tmp_path / "b")
+    assert resumed.resumed_from == 2
+    assert first_train.losses(resumed) == first_train.losses(full)             # NEFTune noise stream restored too
+    a, b = _adapter(full.model), _adapter(resumed.model)
+    assert a.keys() == b.keys() and a and all(torch.equal(a[k], b[k]) for k in a)
     # another setting (other fingerprint) starts over instead of resuming
     other = load_cfg("tiny", threads=1, optim={"steps": 4, "lr": 1.0e-3})
-    again = first.train_variant(other, "joint", ts, model_path=tiny_llama, adapters_dir=None, seed=1,
-                                checkpoint_root=tmp_path / "b", stop_after=1)
-    assert len(again.losses) == 1
+    again = first_train.train_variant(other, "joint", ts, model_path=tiny_llama, adapters_dir=None, seed=1,
+                                      checkpoint_root=tmp_path / "b", stop_after=1)
+    assert again.resumed_from == 0 and len(first_train.losses(again)) == 1
 
 
 def test_same_params_same_losses(fake_data, tiny_llama):
     cfg = load_cfg("tiny", threads=1)
-    ts = first.training_set(cfg, fake_data, seed=3)
-    runs = [first.train_variant(cfg, "rank", ts, model_path=tiny_llama, adapters_dir=None, seed=3).losses
-            for _ in range(2)]
+    ts = first_train.training_set(cfg, fake_data, seed=3)
+    runs = [first_train.losses(first_train.train_variant(cfg, "rank", ts, model_path=tiny_llama, adapters_dir=None,
+                                                         seed=3)) for _ in range(2)]
     assert [r["loss"] for r in runs[0]] == [r["loss"] for r in runs[1]]
 
 
 def test_paper_profile_dry_run_on_random_mistral(tiny_mistral, tmp_path, fresh_accelerate):
-    """Paper settings (full fine-tuning, bf16, NEFTune 5, cosine, warm-up 50, 2 x 16, seed 42) on a random tiny
-    Mistral: prompt -> loss -> one optimizer step under accelerate -> window rerank."""
-    from accelerate import Accelerator
-
+    """Paper settings (full fine-tuning, bf16 autocast over fp32 masters, NEFTune 5, cosine, warm-up 50, 2 x 16,
+    seed 42) on a random tiny Mistral: prompt -> loss -> two optimizer steps -> window rerank."""
     cfg = load_cfg("paper", train={"rank_zephyr": str(RZ_FIXTURE)})
     o = cfg.optim
     assert (o.lr, o.scheduler, o.warmup_steps, o.epochs, o.batch_size, o.grad_accum, o.neftune_alpha, o.lora,
             o.dtype, o.mixed_precision) == (5e-6, "cosine", 50, 3.0, 2, 16, 5.0, False, "bfloat16", "bf16")
     assert cfg.train.source == "rank_zephyr" and lab_seed() == 42
-    ts = first.training_set(cfg, "unused", seed=42)
+    ts = first_train.training_set(cfg, "unused", seed=42)
     assert len(ts.examples) == 4
-    acc = Accelerator(cpu=True, mixed_precision={"fp32": "no"}.get(cfg.optim.mixed_precision, cfg.optim.mixed_precision))
-    res = first.train_variant(cfg, "joint", ts, model_path=tiny_mistral, adapters_dir=tmp_path / "adapters", seed=42,
-                              checkpoint_root=tmp_path / "ckpt", accelerator=acc, steps=1)
-    (step,) = res.losses
-    assert math.isfinite(step["loss"]) and step["lm"] > 0 and step["rank"] > 0
-    assert step["lr"] == pytest.approx(5e-6 / 50)                              # first warm-up step
+    assert o.gradient_checkpointing and o.deepspeed == ""
+    res = first_train.train_variant(cfg, "joint", ts, model_path=tiny_mistral, adapters_dir=tmp_path / "adapters",
+                                    seed=42, checkpoint_root=tmp_path / "ckpt", steps=2)
+    first, second = first_train.losses(res)
+    assert math.isfinite(first["loss"]) and first["lm"] > 0 and first["rank"] > 0
+    assert (first["lr"], second["lr"]) == pytest.approx((0.0, 5e-6 / 50))     # HF warm-up: step s at lr * s / 50
+    assert {p.dtype for p in res.model.parameters()} == {torch.float32}     # fp32 masters while training
     assert (tmp_path / "adapters" / "joint" / "model.safetensors").is_file()  # full fine-tuning saves the model
-    model, tok = first.load_reranker(cfg, tiny_mistral, tmp_path / "adapters" / "joint")
+    model, tok = first_rerank.load_reranker(cfg, tiny_mistral, tmp_path / "adapters" / "joint")
     assert type(model).__name__ == "MistralForCausalLM" and next(model.parameters()).dtype == torch.bfloat16
     ex = ts.examples[0]
     window = Run("w", {"q": Ranking(Query("q", ex.query), [Candidate(f"d{i}", 1.0, i + 1, p)
                                                           for i, p in enumerate(ex.passages)])})
-    out = rerank(window, first.scorer(cfg, "single", model, tok), window=20, stride=10, depth=20, progress=False)
+    out = rerank(window, first_rerank.scorer(cfg, "single", model, tok), window=20, stride=10, depth=20,
+                 progress=False)
     assert sorted(c.docid for c in out["q"].candidates) == [f"d{i}" for i in range(len(ex.passages))]
 
 
@@ -176,13 +177,14 @@ def lab_seed():
 def test_cli_train_runs_under_accelerate(tiny_mistral, tmp_path, capsys, fresh_accelerate):
     from tests.unit.first.conftest import REPO
 
-    rc = first.main(["train", "--profile", "tiny", "--params", str(REPO / "params.yaml"), "--variant", "rank",
-                     "--out", str(tmp_path / "out"), "--model", str(tiny_mistral), "--train-data", str(RZ_FIXTURE),
-                     "--checkpoints", str(tmp_path / "ckpt"), "--steps", "1"])
+    rc = first_train.main(["train", "--profile", "tiny", "--params", str(REPO / "params.yaml"), "--variant", "rank",
+                           "--out", str(tmp_path / "out"), "--model", str(tiny_mistral),
+                           "--train-data", str(RZ_FIXTURE), "--checkpoints", str(tmp_path / "ckpt"), "--steps", "1"])
     assert rc == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["variant"] == "rank" and printed["steps"] == 1 and printed["examples"] == 4
-    assert json.loads((tmp_path / "ckpt" / "rank" / "state.json").read_text())["step"] == 1
+    marker = tmp_path / "ckpt" / "rank" / "checkpoint-1" / "lab_checkpoint.json"
+    assert json.loads(marker.read_text())["step"] == 1 and printed["world"] == 1
 
 
 def test_beir_eval_set_from_a_folder_and_a_trec_run(fake_data, tmp_path):
@@ -195,7 +197,7 @@ def test_beir_eval_set_from_a_folder_and_a_trec_run(fake_data, tmp_path):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "scifact.trec").write_text("".join(f"q1 Q0 d{i} {i + 1} {3 - i}.0 contriever\n" for i in range(3)))
     cfg = load_cfg("tiny", rerank={"beir": (str(folder),), "beir_runs": str(tmp_path / "runs" / "{name}.trec")})
-    sets = first.eval_sets(cfg, fake_data)
+    sets = first_rerank.eval_sets(cfg, fake_data)
     beir = sets[-1]
     assert beir.name == "scifact" and list(beir.runs) == ["contriever"]
     assert [c.text for c in beir.runs["contriever"]["q1"].candidates] == ["T0 text 0", "T1 text 1", "T2 text 2"]

@@ -1,6 +1,6 @@
 """Tiny fake TREC-like data and the ``nanovdr`` schema for the NanoVDR tests.
 
-The schema is ``lab.sections``' ``nanovdr`` section; the tiny values come from ``params.yaml``'s
+The schema is ``lab.methods.nanovdr.config``'s ``nanovdr`` section; the tiny values come from ``params.yaml``'s
 ``nanovdr`` section with its ``tiny`` profile.
 Models are ``random:bert-tiny`` built into a private ``LAB_CACHE``; nothing touches the user's cache.
 """
@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 import lab.config
-import lab.sections
 from lab.data.formats import write_topics
 from lab.records import Query
 from tests.conftest import write_fake_trec
@@ -26,7 +25,7 @@ TOPICS = ["lobster", "volcano", "tax", "guitar", "anthropology", "insulin", "bri
 
 
 def nanovdr_schema():
-    return lab.config.SECTIONS["nanovdr"]
+    return lab.config.schema("nanovdr")
 
 
 def tiny_config(**overrides):
@@ -64,11 +63,11 @@ def fake_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_index(fake_data, lab_cache, tmp_path_factory):
     """The tiny profile's index built once per session: (cfg, index_dir, build summary)."""
-    from lab.methods import nanovdr
+    from lab.methods.nanovdr import index as nanovdr_index
     from lab.retrieval.dense import EmbeddingCache
 
     index_dir = tmp_path_factory.mktemp("index")
     cfg = tiny_config(data_dir=str(fake_data), index_dir=str(index_dir))
-    summary = nanovdr.build_index(cfg, index_dir, seed=0, cache=EmbeddingCache(index_dir.parent / "emb-cache"),
-                                  progress=False)
+    summary = nanovdr_index.build_index(cfg, index_dir, seed=0, cache=EmbeddingCache(index_dir.parent / "emb-cache"),
+                                        progress=False)
     return cfg, index_dir, summary

@@ -7,17 +7,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lab.methods import nanovdr
+from lab.methods.nanovdr import distill as nanovdr_distill, evaluate as nanovdr_evaluate, index as nanovdr_index
 from lab.records import Query
 from lab.retrieval.dense import EmbeddingCache, Encoder
 from lab.retrieval.teachers import TextTeacher
-from lab.retrieval.train import train_student, validate
+from lab.retrieval.distill import validate
 
 
 
 def test_split_queries_has_no_test_query_and_adds_translations(tiny_index):
     cfg, _, _ = tiny_index
-    split = nanovdr.split_queries(cfg, seed=0)
+    split = nanovdr_index.split_queries(cfg, seed=0)
     eval_ids = {q.qid for q in split["eval"]}
     assert len(split["eval"]) == 5 and len(split["val"]) == 16
     assert not eval_ids & {q.qid for q in split["train"] + split["val"]}
@@ -30,14 +30,14 @@ def test_split_queries_has_no_test_query_and_adds_translations(tiny_index):
 def test_split_queries_refuses_a_leaked_test_query(tiny_index, tmp_path, monkeypatch):
     cfg, _, _ = tiny_index
     leaked = [Query("19000", "what is the lobster about 0")]
-    monkeypatch.setattr(nanovdr, "_query_pool", lambda *a: leaked + [Query(str(i), f"q {i}") for i in range(60)])
+    monkeypatch.setattr(nanovdr_index, "_query_pool", lambda *a: leaked + [Query(str(i), f"q {i}") for i in range(60)])
     with pytest.raises(ValueError, match="test"):
-        nanovdr.split_queries(cfg, seed=0)
+        nanovdr_index.split_queries(cfg, seed=0)
 
 
 def test_build_index_artifacts(tiny_index):
     cfg, index_dir, summary = tiny_index
-    art = nanovdr.load_index(index_dir)
+    art = nanovdr_index.load_index(index_dir)
     assert art.dim == 64                                                  # bert-tiny hidden size, no projector
     assert summary["pages"]["eval"] == len(art.pools["eval"]) > 5
     assert all(p.image is not None and p.image.is_file() for p in art.pools["eval"])
@@ -55,9 +55,9 @@ def test_teacher_embeddings_are_reused_not_recomputed(tiny_index, tmp_path, monk
     for name in ("encode_pages", "encode_queries"):
         orig = getattr(TextTeacher, name)
         monkeypatch.setattr(TextTeacher, name, lambda self, *a, _o=orig, _n=name, **k: calls.append(_n) or _o(self, *a, **k))
-    summary = nanovdr.build_index(cfg, tmp_path / "again", seed=0, cache=cache, progress=False)
+    summary = nanovdr_index.build_index(cfg, tmp_path / "again", seed=0, cache=cache, progress=False)
     assert calls == [] and cache.computed == {} and sum(cache.hits.values()) == 5   # 2 page pools + 3 query sets
-    assert summary["fingerprint"] == nanovdr.load_index(index_dir).manifest["fingerprint"]
+    assert summary["fingerprint"] == nanovdr_index.load_index(index_dir).manifest["fingerprint"]
 
 
 class Spy:
@@ -80,10 +80,10 @@ def test_student_never_receives_document_text(tiny_index, make_cfg, tmp_path, ob
     cfg, index_dir, _ = tiny_index
     cfg = make_cfg(data_dir=cfg.data_dir, index_dir=str(index_dir),
                       train={"epochs": 1, "finetune_backbone": finetune})
-    art = nanovdr.load_index(index_dir)
+    art = nanovdr_index.load_index(index_dir)
     student = Encoder.from_ref(cfg.student, out_dim=art.dim, projector_hidden=cfg.projector_hidden, max_length=16)
     spy = Spy(student)
-    nanovdr.distill(cfg, objective, tmp_path / "s.safetensors", student=student, progress=False, cache=None)
+    nanovdr_distill.distill(cfg, objective, tmp_path / "s.safetensors", student=student, progress=False, cache=None)
     queries = {q.text for split in ("train", "val") for q in art.queries[split]}
     pages = {p.text for pool in art.pools.values() for p in pool}
     assert spy.texts and set(spy.texts) <= queries
@@ -93,44 +93,43 @@ def test_student_never_receives_document_text(tiny_index, make_cfg, tmp_path, ob
 def test_projector_output_matches_teacher_dim(tiny_index, make_cfg, tmp_path):
     cfg, index_dir, _ = tiny_index
     cfg = make_cfg(data_dir=cfg.data_dir, index_dir=str(index_dir), train={"epochs": 1})
-    nanovdr.distill(cfg, "cosine", tmp_path / "s.safetensors", progress=False)
+    nanovdr_distill.distill(cfg, "cosine", tmp_path / "s.safetensors", progress=False)
     student = Encoder.load(tmp_path / "s.safetensors")
-    assert student.projector.out_dim == nanovdr.load_index(index_dir).dim == student.encode(["x"], progress=False).shape[1]
+    assert student.projector.out_dim == nanovdr_index.load_index(index_dir).dim == student.encode(["x"], progress=False).shape[1]
     assert student.projector.hidden == cfg.projector_hidden
 
 
-def test_cosine_training_reduces_validation_loss(tiny_index, make_cfg):
+def test_cosine_training_reduces_validation_loss(tiny_index, make_cfg, tmp_path):
     cfg, index_dir, _ = tiny_index
-    art = nanovdr.load_index(index_dir)
-    data = nanovdr.distill_data(art)
-    settings = nanovdr.train_settings(make_cfg(train={"epochs": 6, "lr": 2.0e-3}), "cosine", seed=0)
+    cfg = make_cfg(data_dir=cfg.data_dir, index_dir=str(index_dir), train={"epochs": 6, "lr": 2.0e-3})
+    art = nanovdr_index.load_index(index_dir)
+    data = nanovdr_distill.distill_data(art)
+    obj = nanovdr_distill.objective_settings(cfg, "cosine")
     student = Encoder.from_ref(cfg.student, out_dim=art.dim, projector_hidden=cfg.projector_hidden, max_length=16)
-    before = validate(student, data, settings)["val_loss"]
-    result = train_student(student, data, settings, progress=False)
-    assert result.best_score < 0.7 * before
-    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
-    assert validate(student, data, settings)["val_loss"] == pytest.approx(result.best_score, rel=1e-5)  # best kept
-
-
-class Crash(Exception):
-    pass
+    before = validate(student, student, data, obj)["val_loss"]
+    curve = nanovdr_distill.distill(cfg, "cosine", tmp_path / "s.safetensors", student=student, progress=False,
+                                    cache=None)
+    assert curve.attrs["best_score"] < 0.7 * before
+    assert curve["train_loss"].iloc[-1] < curve["train_loss"].iloc[0]
+    assert list(curve["epoch"]) == [1, 2, 3, 4, 5, 6]
+    best = curve.loc[curve["epoch"] == curve.attrs["best_epoch"], "val_loss"].item()
+    assert best == curve["val_loss"].min() == pytest.approx(curve.attrs["best_score"])
+    saved = Encoder.load(tmp_path / "s.safetensors")
+    assert validate(saved, saved, data, obj)["val_loss"] == pytest.approx(best, rel=1e-5)   # best epoch kept
 
 
 @pytest.mark.parametrize("finetune", [True, False])
 def test_resume_from_checkpoint_gives_the_uninterrupted_result(tiny_index, make_cfg, tmp_path, finetune):
     cfg, index_dir, _ = tiny_index
     cfg = make_cfg(data_dir=cfg.data_dir, index_dir=str(index_dir), train={"epochs": 3, "finetune_backbone": finetune})
-
-    def crash_after_2(record):
-        if record["epoch"] == 2:
-            raise Crash
-
-    with pytest.raises(Crash):
-        nanovdr.distill(cfg, "cosine_kl", tmp_path / "a.safetensors", seed=1, callback=crash_after_2, progress=False)
-    assert not (tmp_path / "a.safetensors").exists()
-    resumed = nanovdr.distill(cfg, "cosine_kl", tmp_path / "a.safetensors", seed=1, progress=False)
+    n = len(nanovdr_index.load_index(index_dir).queries["train"])
+    per_epoch = -(-n // cfg.train.batch_size)
+    part = nanovdr_distill.distill(cfg, "cosine_kl", tmp_path / "a.safetensors", seed=1, progress=False,
+                                   stop_after=2 * per_epoch)                        # interrupted after 2 epochs
+    assert not (tmp_path / "a.safetensors").exists() and list(part["epoch"]) == [1, 2]
+    resumed = nanovdr_distill.distill(cfg, "cosine_kl", tmp_path / "a.safetensors", seed=1, progress=False)
     assert resumed.attrs["resumed_from"] == 2 and list(resumed["epoch"]) == [1, 2, 3]
-    fresh = nanovdr.distill(cfg, "cosine_kl", tmp_path / "b.safetensors", seed=1, resume=False, progress=False)
+    fresh = nanovdr_distill.distill(cfg, "cosine_kl", tmp_path / "b.safetensors", seed=1, resume=False, progress=False)
     assert fresh.attrs["resumed_from"] == 0
     a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -141,18 +140,18 @@ def test_all_objectives_train_and_evaluate_deterministically(tiny_index, tmp_pat
     cfg, index_dir, _ = tiny_index
     students = {}
     for objective in cfg.objectives:
-        curve = nanovdr.distill(cfg, objective, tmp_path / f"{objective}.safetensors", seed=0, progress=False)
+        curve = nanovdr_distill.distill(cfg, objective, tmp_path / f"{objective}.safetensors", seed=0, progress=False)
         assert len(curve) == cfg.train.epochs and np.isfinite(curve["val_loss"]).all()
         students[f"student-{objective}"] = tmp_path / f"{objective}.safetensors"
-    report = nanovdr.evaluate(cfg, students)
+    report = nanovdr_evaluate.evaluate(cfg, students)
     assert set(report.runs) == {"teacher", "bm25", *students}
     r = report.retention.set_index(["run", "measure"])
     assert r.loc[("teacher", "ndcg_10"), "retention"] == pytest.approx(1.0)
     assert set(report.comparison.summary["measure"]) == {"ndcg_10", "ndcg_5"}
-    again = nanovdr.evaluate(cfg, students)
+    again = nanovdr_evaluate.evaluate(cfg, students)
     pd_equal = report.comparison.summary.equals(again.comparison.summary)
     assert pd_equal
     # retraining with the same seed gives the same student, hence the same metrics
-    nanovdr.distill(cfg, "cosine", tmp_path / "cosine2.safetensors", seed=0, progress=False)
+    nanovdr_distill.distill(cfg, "cosine", tmp_path / "cosine2.safetensors", seed=0, progress=False)
     a, b = load_file(str(tmp_path / "cosine.safetensors")), load_file(str(tmp_path / "cosine2.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -7,9 +7,10 @@ from lab.losses import first_loss, lm_nll, weighted_ranknet
 from lab.records import Candidate, Qrels, Query, Ranking, Run
 from lab.rerank.listwise import identifier_token_ids, pad_token_id
 from lab.rerank.train import (
-    RankExample, TrainConfig, collate, compute_losses, encode_example, evaluate, example_from_ranking,
-    examples_from_run, gold_ranks, train,
+    RankExample, RankObjective, collate, collator, compute_losses, encode_example, evaluate, example_from_ranking,
+    examples_from_run, gold_ranks, loss_fn, prepare,
 )
+from lab.train import LoraSettings, TrainSettings, fit
 
 EXAMPLE = RankExample("what is rust", ["iron oxide forms", "a systems language", "red colour", "a film"],
                       ranks=[2, 1, 4, 3])
@@ -47,7 +48,7 @@ def test_compute_losses_uses_the_bracket_position(tokenizer, tiny_model):
     ident = identifier_token_ids(tokenizer, 20)
     enc = encode_example(tokenizer, EXAMPLE, ident)
     batch = collate([enc], pad_token_id(tokenizer))
-    cfg = TrainConfig()
+    cfg = RankObjective()
     with torch.no_grad():
         parts = compute_losses(tiny_model, batch, torch.tensor(ident), cfg)
         logits = tiny_model(input_ids=batch["input_ids"]).logits          # [1, L, V]
@@ -58,16 +59,16 @@ def test_compute_losses_uses_the_bracket_position(tokenizer, tiny_model):
     torch.testing.assert_close(parts["lm"], lm, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(parts["loss"], first_loss(lm, rank, 10.0), atol=1e-4, rtol=1e-5)
     with torch.no_grad():                                                   # rank-only stops at "["
-        only = compute_losses(tiny_model, batch, torch.tensor(ident), TrainConfig(objective="rank"))
+        only = compute_losses(tiny_model, batch, torch.tensor(ident), RankObjective(objective="rank"))
     torch.testing.assert_close(only["loss"], rank, atol=1e-5, rtol=1e-5)
-    assert cfg.rank_weight == 10.0 and TrainConfig(rank_loss="listnet").rank_weight == 0.1
+    assert cfg.rank_weight == 10.0 and RankObjective(rank_loss="listnet").rank_weight == 0.1
 
 
 def test_padded_batch_matches_single_examples(tokenizer, tiny_model):
     ident = identifier_token_ids(tokenizer, 20)
     other = RankExample("q", ["a", "b", "c", "d", "e", "f"], [6, 5, 4, 3, 2, 1])
     encs = [encode_example(tokenizer, e, ident) for e in (EXAMPLE, other)]
-    cfg = TrainConfig(objective="rank")
+    cfg = RankObjective(objective="rank")
     with torch.no_grad():
         both = compute_losses(tiny_model, collate(encs, pad_token_id(tokenizer)), torch.tensor(ident), cfg)
         each = [compute_losses(tiny_model, collate([e], pad_token_id(tokenizer)), torch.tensor(ident), cfg)
@@ -75,33 +76,44 @@ def test_padded_batch_matches_single_examples(tokenizer, tiny_model):
     torch.testing.assert_close(both["rank"], (each[0]["rank"] + each[1]["rank"]) / 2, atol=1e-5, rtol=1e-5)
 
 
+def _fit(model, tokenizer, examples, obj, settings):
+    encoded, ident, pad_id = prepare(tokenizer, examples, obj)
+    res = fit(model, encoded, collator(pad_id), loss_fn(ident, obj), settings)
+    return res, [{k: r.get(k, 0.0) for k in ("step", "loss", "lm", "rank")} for r in res.records()]
+
+
 def test_lora_smoke_reduces_joint_loss(tokenizer, new_tiny_model):
-    cfg = TrainConfig(steps=5, lr=1e-2, scheduler="constant", seed=0, lora=True, lora_r=8)
-    before = evaluate(new_tiny_model(), tokenizer, [EXAMPLE], cfg)
-    result = train(new_tiny_model(), tokenizer, [EXAMPLE], cfg)
-    after = evaluate(result.model, tokenizer, [EXAMPLE], cfg)
-    losses = [r["loss"] for r in result.losses]
-    assert len(losses) == 5 and [r["step"] for r in result.losses] == [1, 2, 3, 4, 5]
+    obj = RankObjective()
+    settings = TrainSettings(max_steps=5, lr=1e-2, scheduler="constant", seed=0, lora=LoraSettings(r=8),
+                             progress=False)
+    before = evaluate(new_tiny_model(), tokenizer, [EXAMPLE], obj)
+    result, rows = _fit(new_tiny_model(), tokenizer, [EXAMPLE], obj, settings)
+    after = evaluate(result.model, tokenizer, [EXAMPLE], obj)
+    losses = [r["loss"] for r in rows]
+    assert len(losses) == 5 and [r["step"] for r in rows] == [1, 2, 3, 4, 5]
     assert losses[0] == pytest.approx(before["loss"], rel=1e-4)            # step 1 sees the initial model
     assert losses[-1] < losses[0] and after["loss"] < before["loss"]
     assert after["rank"] < before["rank"] and after["lm"] < before["lm"]
     trainable = [n for n, p in result.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
-    again = train(new_tiny_model(), tokenizer, [EXAMPLE], TrainConfig(**{**cfg.__dict__, "steps": 2}))
-    assert [r["loss"] for r in again.losses] == losses[:2]                 # fixed seed: identical run
+    _, again = _fit(new_tiny_model(), tokenizer, [EXAMPLE], obj, TrainSettings(**{**settings.__dict__, "max_steps": 2}))
+    assert [r["loss"] for r in again] == losses[:2]                         # fixed seed: identical run
 
 
 def test_objectives_accumulation_and_full_finetuning(tokenizer, new_tiny_model):
     ex2 = RankExample("q", ["a b", "c d", "e f"], [3, 1, 2])
-    for cfg in (TrainConfig(steps=1, objective="lm", lr=1e-3),
-                TrainConfig(steps=1, objective="rank", rank_loss="lambdarank", lr=1e-3),
-                TrainConfig(steps=1, rank_loss="listnet", batch_size=2, grad_accum=2, lr=1e-3, lora=False)):
-        res = train(new_tiny_model(), tokenizer, [EXAMPLE, ex2], cfg)
-        assert len(res.losses) == cfg.steps
-        row = res.losses[0]
-        if cfg.objective == "lm":
+    for obj, settings in ((RankObjective(objective="lm"), TrainSettings(max_steps=1, lr=1e-3, lora=LoraSettings())),
+                          (RankObjective(objective="rank", rank_loss="lambdarank"),
+                           TrainSettings(max_steps=1, lr=1e-3, lora=LoraSettings())),
+                          (RankObjective(rank_loss="listnet"),
+                           TrainSettings(max_steps=1, batch_size=2, grad_accum=2, lr=1e-3))):
+        settings = TrainSettings(**{**settings.__dict__, "progress": False})
+        _, rows = _fit(new_tiny_model(), tokenizer, [EXAMPLE, ex2], obj, settings)
+        assert len(rows) == 1
+        row = rows[0]
+        if obj.objective == "lm":
             assert row["rank"] == 0.0 and row["loss"] == pytest.approx(row["lm"])
-        elif cfg.objective == "rank":
+        elif obj.objective == "rank":
             assert row["lm"] == 0.0 and row["loss"] == pytest.approx(row["rank"])
         else:
             assert row["loss"] == pytest.approx(row["lm"] + 0.1 * row["rank"], rel=1e-5)

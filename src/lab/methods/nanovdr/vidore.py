@@ -5,9 +5,9 @@ macro average per version, and retention = the mean over v1/v2/v3 of (student av
 average): NanoVDR-S-Multi's 95.1% is mean(82.2/84.3, 61.9/65.3, 46.5/50.0). The sets are the
 ``nanovdr.benchmarks`` keys of ``lab/data/vidore.yaml``.
 
-:func:`index_benchmarks` runs inside the index stage (``nanovdr.build_index``): the frozen teacher
-embeds every page of every set once and every query once, through the same interface and embedding
-cache as the smoke pools, and the results go under the stage's existing folders::
+:func:`index_benchmarks` runs inside the index stage (:func:`lab.methods.nanovdr.index.build_index`): the
+frozen teacher embeds every page of every set once and every query once, through the same interface and
+embedding cache as the smoke pools, and the results go under the stage's existing folders::
 
     pages/vidore/<sha256>.<ext>                 page images (content-addressed, shared by sets)
     pools/vidore/<v>/<name>.jsonl               pages (docid, text, image path)
@@ -16,6 +16,9 @@ cache as the smoke pools, and the results go under the stage's existing folders:
 
 :func:`evaluate_benchmarks` (report stage) searches each set's teacher index with the teacher's own
 query vectors and with every student's, and scores NDCG@5 with trec_eval conventions.
+
+Imports only layers (the pool and ``.npy`` writers are :func:`lab.data.pages.write_pool` and
+:func:`lab.data.formats.save_npy`); :mod:`lab.methods.nanovdr.index` imports this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from lab.data.pages import Page
-from lab.methods.nanovdr import _save_npy, _write_pool
+from lab.data.formats import save_npy
+from lab.data.pages import Page, write_pool
 from lab.paths import atomic_path, write_json
 from lab.records import Qrels, Query
 
@@ -72,13 +75,13 @@ def index_benchmarks(cfg, out_dir: str | Path, teacher, cache, *, exclude: Seque
         paths = _paths(out, key)
         page_emb = encode_cached(teacher, "pages", ds.pages, cache, progress=progress)                 # [N, D]
         query_emb = encode_cached(teacher, "queries", [q.text for q in ds.queries], cache, progress=progress)  # [Q, D]
-        _write_pool(ds.pages, paths["pool"], out)
+        write_pool(ds.pages, paths["pool"], out)
         with atomic_path(paths["queries"]) as tmp:
             tmp.write_text("".join(json.dumps({"qid": q.qid, "text": q.text}, ensure_ascii=False) + "\n"
                                    for q in ds.queries), encoding="utf-8")
         write_json(paths["qrels"], ds.qrels.judgements)
-        _save_npy(paths["pages_emb"], page_emb)
-        _save_npy(paths["queries_emb"], query_emb)
+        save_npy(paths["pages_emb"], page_emb)
+        save_npy(paths["queries_emb"], query_emb)
         counts[key] = {"repo": ds.set.repo, "pages": len(ds.pages), "queries": len(ds.queries),
                        "skipped": dict(ds.skipped)}
     return counts

@@ -35,8 +35,8 @@ import pandas as pd
 
 from lab.data.formats import read_trec_run
 from lab.data.trecdl import load_materialised
+from lab.methods.first.config import FirstConfig
 from lab.records import Candidate, Qrels, Query, Ranking, Run
-from lab.sections import FirstConfig
 
 TEACHER_OFF = "none"
 FIRST_STAGE_CONTROL = "first_stage"    # a feedback "configuration" that is the first stage's order, not an LLM's

@@ -1,0 +1,206 @@
+"""FIRST reranking (Reddy et al., EMNLP 2024, arXiv 2406.15657): single-token listwise reranking, wired from the layers.
+
+models (base + the adapters of :mod:`lab.methods.first.train`) -> rerank (prompt, scorers, latency) -> eval
+(nDCG@10, paired tests, Kendall tau). Notebook ``notebooks/first/02-first-rerank.py`` calls these functions.
+A configuration is ``"<model>:<mode>"``: model ``zeroshot`` or a trained objective, mode ``single`` (FIRST's
+single-token ranking) or ``gen`` (generation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from lab.data.trecdl import load_materialised
+from lab.methods.first.common import load_base
+from lab.methods.first.config import FirstConfig
+from lab.records import Candidate, Qrels, Run
+from lab.rerank.listwise import GenerationScorer, SingleTokenScorer
+from lab.rerank.prompts import load_prompt
+from lab.rerank.runner import windows_per_query
+
+MODES = ("single", "gen")
+
+
+def parse_config_name(name: str) -> tuple[str, str]:
+    """``"joint:single"`` -> ``("joint", "single")``; the model is ``zeroshot`` or an objective."""
+    model, _, mode = name.partition(":")
+    if mode not in MODES or not model:
+        raise ValueError(f"configuration {name!r}: expected '<model>:<mode>' with mode in {MODES}")
+    return model, mode
+
+
+def config_label(name: str) -> str:
+    """``"joint:single"`` -> ``"joint_single"`` (metric keys and run names)."""
+    model, mode = parse_config_name(name)
+    return f"{model}_{mode}"
+
+
+# ------------------------------------------------------------------------------------------ reranking
+def load_reranker(cfg: FirstConfig, model_path: str | Path, adapter: str | Path | None = None):
+    """Base model (zero-shot) or base + trained adapter merged into the weights, in eval mode."""
+    if adapter is not None and (Path(adapter) / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model, tok = load_base(model_path, cfg.optim.dtype)
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    elif adapter is not None:                                  # full fine-tuning saved a whole model
+        model, tok = load_base(adapter, cfg.optim.dtype)
+    else:
+        model, tok = load_base(model_path, cfg.optim.dtype)
+    model.eval()
+    if model.generation_config is not None:                   # greedy decoding: drop sampling defaults
+        model.generation_config.do_sample = False
+        for key in ("temperature", "top_p", "top_k"):
+            setattr(model.generation_config, key, None)
+    return model, tok
+
+
+def scorer(cfg: FirstConfig, mode: str, model, tok, generation: str | None = None):
+    """``single`` -> FIRST; ``gen`` -> free or grammar-constrained greedy generation (``first.rerank.generation``)."""
+    from lab.rerank.constrained import ConstrainedScorer
+
+    gen = generation or cfg.rerank.generation
+    cls = SingleTokenScorer if mode == "single" else ConstrainedScorer if gen == "constrained" else GenerationScorer
+    return cls(model, tok, load_prompt(cfg.prompt), max_words=cfg.max_words)
+
+
+@dataclass
+class EvalSet:
+    name: str
+    qrels: Qrels
+    runs: dict[str, Run]                 # first stage -> top-100 candidates with text
+
+
+def _beir_set(name: str, run_path: str, first_stage: str, depth: int = 100) -> EvalSet:
+    from lab.data.beir import load_beir
+    from lab.data.formats import read_trec_run
+
+    beir = load_beir(name, split="dev" if Path(name).name == "msmarco" else "test")   # BEIR's MS MARCO is dev
+    run = read_trec_run(run_path, first_stage, beir.queries).subset([q.qid for q in beir.queries]).top(depth)
+    for ranking in run:
+        ranking.candidates = [Candidate(c.docid, c.score, c.rank, " ".join(p for p in beir.corpus[c.docid] if p))
+                              for c in ranking.candidates]
+    return EvalSet(beir.name, beir.qrels, {first_stage: run})
+
+
+def eval_sets(cfg: FirstConfig, data_dir: str | Path) -> list[EvalSet]:
+    """TREC DL sets (materialised by the data stage) and, in the paper profile, BEIR sets with their runs."""
+    r = cfg.rerank
+    out = []
+    for name in r.datasets:
+        ds = load_materialised(data_dir, name, r.first_stages)
+        qids = ds.qids[: r.max_queries] if r.max_queries else ds.qids
+        out.append(EvalSet(name, ds.qrels.subset(qids), {fs: run.subset(qids) for fs, run in ds.runs.items()}))
+    for name in r.beir:
+        out.append(_beir_set(name, r.beir_runs.format(name=Path(name).name), r.beir_first_stage))
+    return out
+
+
+def models_needed(cfg: FirstConfig) -> list[str]:
+    """Models the configurations use, zero-shot first, then in ``variants`` order."""
+    used = {parse_config_name(c)[0] for cs in cfg.rerank.configs.values() for c in cs}
+    unknown = used - {"zeroshot", *cfg.variants}
+    if unknown:
+        raise ValueError(f"first.rerank.configs use models {sorted(unknown)} that first.variants does not train")
+    return [m for m in ("zeroshot", *cfg.variants) if m in used]
+
+
+def rerank_all(cfg: FirstConfig, sets: list[EvalSet], *, model_path: str | Path, adapters_dir: str | Path,
+               progress: bool = False) -> tuple[dict[str, dict[str, Run]], pd.DataFrame, pd.DataFrame]:
+    """Rerank every (set, first stage, configuration); each model is loaded once.
+
+    Returns ``{set: {run name: Run}}`` (run names ``<first stage>`` and ``<first stage>/<model>_<mode>``), a
+    timing table (set, first_stage, config, windows, seconds, seconds_per_window, complete: the share of
+    generated outputs that name every passage exactly once) and every generated text.
+    """
+    from lab.rerank.runner import run_scorers
+
+    r = cfg.rerank
+    identifiers = load_prompt(cfg.prompt).identifiers
+    runs = {s.name: {fs: run for fs, run in s.runs.items()} for s in sets}
+    timing, generations = [], []
+    for model_name in models_needed(cfg):
+        adapter = None if model_name == "zeroshot" else Path(adapters_dir) / model_name
+        model, tok = load_reranker(cfg, model_path, adapter)
+        for s in sets:
+            for fs, base in s.runs.items():
+                names = [n for n in r.configs.get(fs, ()) if parse_config_name(n)[0] == model_name]
+                shared = _shared_decoder(cfg, names, base, model, tok)   # one constrained decode serves both modes
+                scorers = {f"{fs}/{config_label(n)}": _config_scorer(cfg, n, model, tok, shared) for n in names}
+                results = run_scorers(base, scorers, window=r.window, stride=r.stride, depth=r.depth,
+                                      batch_size=r.batch_size, identifiers=identifiers, progress=progress)
+                for name, res in zip(names, results.values()):
+                    runs[s.name][res.run.name] = res.run
+                    timing.append({"dataset": s.name, "first_stage": fs, "config": config_label(name),
+                                   "windows": res.windows, "seconds": res.seconds,
+                                   "seconds_per_window": res.seconds / max(1, res.windows), "complete": res.complete,
+                                   "decoding": _decoding(cfg, parse_config_name(name)[1], shared)})
+                    generations += [{"dataset": s.name, "first_stage": fs, "config": config_label(name), "query": q,
+                                     "passages": n, "complete": ok, "text": t} for q, n, t, ok in res.texts]
+        del model
+    gen_cols = ["dataset", "first_stage", "config", "query", "passages", "complete", "text"]
+    return runs, pd.DataFrame(timing), pd.DataFrame(generations, columns=gen_cols)
+
+
+def _shared_decoder(cfg: FirstConfig, names: list[str], base: Run, model, tok):
+    """A constrained scorer that serves ``single`` and ``gen`` together, when that gives identical rankings.
+
+    Needs constrained generation, both modes configured, and every query reranked in ONE window: with
+    several windows the two modes reorder differently, so later windows hold different passages.
+    """
+    modes = {parse_config_name(n)[1] for n in names}
+    r = cfg.rerank
+    if r.generation != "constrained" or modes != set(MODES) or windows_per_query(base, r.window, r.stride, r.depth) != 1:
+        return None
+    return scorer(cfg, "gen", model, tok)
+
+
+def _config_scorer(cfg: FirstConfig, name: str, model, tok, shared):
+    mode = parse_config_name(name)[1]
+    if shared is None:
+        return scorer(cfg, mode, model, tok)
+    return shared if mode == "gen" else shared.single_view()
+
+
+def _decoding(cfg: FirstConfig, mode: str, shared) -> str:
+    if mode == "single":
+        return "single-token (first step of the shared constrained decode)" if shared is not None else "single-token"
+    return f"{cfg.rerank.generation} generation" + (" (shared with single-token)" if shared is not None else "")
+
+
+def latency(cfg: FirstConfig, model_path: str | Path, adapter: str | Path | None, run: Run, n: int):
+    """Seconds per window on the first window of ``n`` queries of ``run``: single-token vs free generation (the
+    paper's comparison), and grammar-constrained decoding alongside."""
+    from lab.rerank.latency import measure_latency
+
+    model, tok = load_reranker(cfg, model_path, adapter)
+    rankings = list(run)[:n]
+    windows = [[c.text for c in x.candidates[: cfg.rerank.window]] for x in rankings]
+    return measure_latency(scorer(cfg, "single", model, tok), scorer(cfg, "gen", model, tok, "free"),
+                           [x.query.text for x in rankings], windows,
+                           constrained=scorer(cfg, "gen", model, tok, "constrained"))
+
+
+def evaluate_all(cfg: FirstConfig, sets: list[EvalSet], runs: dict[str, dict[str, Run]]):
+    """``(summary, per_query, taus)`` over every set: nDCG@10 with paired tests, single-vs-generation tau."""
+    from lab.rerank.evaluation import agreement, compare
+
+    parts = []
+    for s in sets:
+        base = cfg.rerank.baseline if cfg.rerank.baseline in s.runs else next(iter(s.runs))
+        summary, per_query = compare(runs[s.name], s.qrels, cfg.rerank.measures, dataset=s.name, baseline=base,
+                                     test=cfg.rerank.test, alpha=cfg.rerank.alpha)
+        parts.append((summary, per_query, agreement(runs[s.name], dataset=s.name, depth=cfg.rerank.depth)))
+    return tuple(pd.concat([p[i] for p in parts], ignore_index=True) for i in range(3))
+
+
+def save_runs(runs: dict[str, dict[str, Run]], folder: str | Path) -> None:
+    """TREC run files ``folder/<set>/<first stage>[__<config>].trec`` (reranked scores are ``len - position``)."""
+    from lab.data.formats import write_trec_run
+
+    for set_name, by_name in runs.items():
+        for name, run in by_name.items():
+            write_trec_run(run, Path(folder) / set_name / f"{name.replace('/', '__')}.trec", tag=name.replace("/", "__"))
