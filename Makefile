@@ -10,7 +10,7 @@ export PYTHONHASHSEED := 0
 # Stage commands call `python`: the venv's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test test-fast lab mlflow lock plots clean
+.PHONY: setup repro test test-fast lab mlflow lock plots clean readme bench
 setup: $(STAMP)
 
 $(STAMP): requirements.lock requirements-models.txt pyproject.toml
@@ -48,6 +48,17 @@ mlflow: setup
 
 plots: setup
 	$(BIN)/dvc plots show --html-template dvc_plots/offline.html
+
+# README's results tables are the report's (outputs/report/index.md, stage `report`): rewrite the marked blocks.
+readme: setup
+	$(BIN)/python -m lab.report readme
+
+# The bench scripts write outputs/bench/*.json, which claims read; the report stage then picks them up.
+bench: setup
+	$(BIN)/python bench/first_latency.py
+	$(BIN)/python bench/nanovdr_latency.py --student outputs/nanovdr_distill/students/cosine.safetensors
+	$(BIN)/python bench/stage_times.py
+	$(BIN)/dvc repro --force --single-item report
 
 lock:
 	$(BIN)/python tools/lock.py

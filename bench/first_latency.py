@@ -8,19 +8,23 @@ stage, passages truncated to ``first.max_words`` words, exactly as ``first_reran
 ``models/<first.model_role>`` plus the trained ``joint`` adapter when it exists (else zero-shot, said in the
 output). Each window is scored alone (batch of one) after one untimed warm-up per mode
 (:func:`lab.rerank.latency.measure_latency`). The paper reports ~1.5x for Zephyr-7B under vLLM; the ratio
-(generation / single-token) is printed last.
+(generation / single-token) is printed last, and everything is written to ``--out`` (default
+``outputs/bench/first_latency.json``, with the profile and the command) for ``experiments/first/expected.yaml``.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import shlex
+import sys
 from pathlib import Path
 
 import torch
 
 import lab.config
 from lab.methods.first import common as first_common, rerank as first_rerank
+from lab.paths import write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--windows", type=int, default=8)
     p.add_argument("--first-stage", default=None)
     p.add_argument("--threads", type=int, default=None, help="default: first.threads")
+    p.add_argument("--out", default=str(Path("outputs") / "bench" / "first_latency.json"))
     args = p.parse_args(argv)
     cfg = lab.config.load("first", args.profile)
     seed = int(lab.config.read_params().get("seed", 0))
@@ -51,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
           f"({summ['ratio_constrained']:.2f}x single-token)")
     print(f"single-token: {result.single_mean:.3f} s/window   generation: {result.gen_mean:.3f} s/window")
     print(f"ratio (generation / single-token): {result.ratio:.2f}x")
+    write_json(args.out, {"profile": args.profile or lab.config.active_profile(),
+                          "command": shlex.join(["python", "bench/first_latency.py", *sys.argv[1:]]),
+                          "model": str(model_path), "adapter": str(adapter) if adapter else "",
+                          "first_stage": fs, "threads": torch.get_num_threads(),
+                          "machine": platform.processor() or platform.machine(), "latency": summ})
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -17,14 +17,18 @@ Models (batch of one query, ``torch.set_num_threads(1)``, float32, median over D
   memory of Qwen3-VL-2B-Instruct's config.json, not checked against the Hub here.
 
 Also prints index bytes per page (fp16 vectors of the teacher's width). The student-vs-2B ratio is
-printed last.
+printed last; everything is written to ``--out`` (default ``outputs/bench/nanovdr_latency.json``: ms per query,
+ratios, bytes per page, the command) for ``experiments/nanovdr/expected.yaml``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
+import shlex
 import statistics
+import sys
 import time
 
 import torch
@@ -56,10 +60,12 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--vlm-queries", type=int, default=5)
     ap.add_argument("--skip-vlm", action="store_true")
+    ap.add_argument("--out", default=os.path.join("outputs", "bench", "nanovdr_latency.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from lab.data.trecdl import load_dataset
+    from lab.paths import write_json
     from lab.retrieval import Encoder, bytes_per_page
 
     try:
@@ -67,12 +73,13 @@ def main(argv=None) -> int:
         queries = [q.text for q in load_materialised("data", "trec-dl-2019", []).queries]
     except FileNotFoundError:
         queries = [q.text for q in load_dataset("trec-dl-2019", first_stages=[]).queries]
-    rows = []
+    rows, keyed = [], {}
 
-    def bench(name, model, encode, n):
+    def bench(name, model, encode, n, key):
         params = sum(p.numel() for p in model.parameters())
         ms = time_queries(encode, queries[:n])
         rows.append((name, params, statistics.median(ms), n))
+        keyed[key] = {"name": name, "params": params, "ms_per_query": statistics.median(ms), "queries": n}
         print(f"{name:58s} {params / 1e6:8.1f}M params  median {statistics.median(ms):9.1f} ms/query  (n={n})",
               flush=True)
 
@@ -80,13 +87,13 @@ def main(argv=None) -> int:
         "paraphrase-minilm-l3-v2", out_dim=768, projector_hidden=768, max_length=32)
     with torch.inference_mode():
         bench("student paraphrase-MiniLM-L3-v2 + MLP 384-768-768", student,
-              lambda q: student(**student.tokenize([q])), args.queries)
+              lambda q: student(**student.tokenize([q])), args.queries, "student")
         paper_student = Encoder.from_ref("random:distilbert-base", out_dim=2048, projector_hidden=768, max_length=64)
         bench("paper student arch: DistilBERT-base + MLP 768-768-2048 (random)", paper_student,
-              lambda q: paper_student(**paper_student.tokenize([q])), args.queries)
+              lambda q: paper_student(**paper_student.tokenize([q])), args.queries, "paper_student")
         teacher = Encoder.from_ref("all-mpnet-base-v2", max_length=32)
         bench("smoke teacher all-mpnet-base-v2 (query side)", teacher, lambda q: teacher(**teacher.tokenize([q])),
-              args.queries)
+              args.queries, "smoke_teacher")
         if not args.skip_vlm:
             from transformers import Qwen3VLConfig, Qwen3VLModel
 
@@ -106,7 +113,7 @@ def main(argv=None) -> int:
                 hidden = vlm(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
                 return torch.nn.functional.normalize(_pool_last(hidden, enc["attention_mask"]), dim=-1)
 
-            bench("random-init Qwen3-VL-2B-class, text-only query path", vlm, vlm_encode, args.vlm_queries)
+            bench("random-init Qwen3-VL-2B-class, text-only query path", vlm, vlm_encode, args.vlm_queries, "vlm_2b")
     print()
     print(f"index bytes per page (fp16): smoke teacher 768-d = {bytes_per_page(768)} B; "
           f"paper teacher 2048-d = {bytes_per_page(2048)} B")
@@ -120,6 +127,16 @@ def main(argv=None) -> int:
               f"({p_ms:.1f} vs {v_ms:.1f} ms/query; paper: 51 ms vs ~2.5 s, 50x)")
         print(f"student vs 2B-class: {v_ms / s_ms:6.1f}x faster ({s_ms:.1f} vs {v_ms:.1f} ms/query, "
               f"{v_params / s_params:.0f}x the parameters)")
+    ms = {k: v["ms_per_query"] for k, v in keyed.items()}
+    ratios = {"smoke_teacher_over_student": ms["smoke_teacher"] / ms["student"]}
+    if "vlm_2b" in ms:
+        ratios.update(vlm_2b_over_paper_student=ms["vlm_2b"] / ms["paper_student"],
+                      vlm_2b_over_student=ms["vlm_2b"] / ms["student"])
+    write_json(args.out, {"profile": "smoke", "command": shlex.join(["python", "bench/nanovdr_latency.py", *sys.argv[1:]]),
+                          "machine": platform.processor() or platform.machine(), "threads": 1, "models": keyed,
+                          "ms_per_query": ms, "ratios": ratios,
+                          "index_bytes_per_page_fp16": {"d768": bytes_per_page(768), "d2048": bytes_per_page(2048)}})
+    print(f"wrote {args.out}")
     return 0
 
 

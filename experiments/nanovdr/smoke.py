@@ -1,11 +1,13 @@
 """Run the three NanoVDR stages' logic (what the notebooks call) without DVC/papermill/MLflow.
 
     LAB_DATA_MIRROR=/work/shared/data python experiments/nanovdr/smoke.py [--profile smoke] [--out DIR]
-        [--objectives cosine,mse] [--set train.epochs=5 ...]
+        [--objectives cosine,mse] [--seed N] [--set train.epochs=5 ...]
 
-Reads the ``nanovdr`` section from ``params.yaml`` (or from ``experiments/nanovdr/params.fragment.yaml`` when
-that file exists, e.g. a section not yet merged) and validates it against its schema,
-``lab.methods.nanovdr.config``; prints timings and every metric, and writes ``<out>/smoke_results.json``.
+Reads the ``nanovdr`` section of the repo's ``params.yaml`` (the profile resolved, ``--set`` overrides applied)
+and validates it against its schema, ``lab.methods.nanovdr.config``; the seed defaults to ``params.yaml``'s, as
+the stages use. Needs the ``data`` stage's output under ``nanovdr.data_dir`` (``dvc repro data``). Prints timings
+and every metric, and writes ``<out>/smoke_results.json``. Tested on the tiny profile
+(``tests/unit/methods/test_nanovdr_smoke_script.py``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,6 @@ import lab.config
 from lab.methods.nanovdr import config as nanovdr_config
 from lab.paths import repo_root, write_json
 
-HERE = Path(__file__).resolve().parent
-
-
 def cpu_s() -> float:
     """CPU seconds (user + system) of this process: with other load on the machine, wall time
     overstates the cost; CPU time / 2 estimates the wall time on 2 idle cores."""
@@ -34,8 +33,7 @@ def cpu_s() -> float:
 
 
 def load_cfg(profile: str, overrides: list[str]):
-    source = HERE / "params.fragment.yaml"
-    source = source if source.is_file() else repo_root() / "params.yaml"
+    source = repo_root() / "params.yaml"
     raw = yaml.safe_load(source.read_text())["nanovdr"]
     values = lab.config.resolve_profile(raw, profile, f"{source.name}: nanovdr")
     for item in overrides:
@@ -52,7 +50,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("--out", default="outputs/nanovdr_smoke")
-    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--seed", type=int, default=None, help="default: params.yaml's seed (as the stages)")
     ap.add_argument("--objectives", default=None)
     ap.add_argument("--set", nargs="*", default=[])
     ap.add_argument("--skip-index", action="store_true")
@@ -60,6 +58,8 @@ def main(argv=None) -> int:
     from lab.methods.nanovdr import distill as nanovdr_distill, evaluate as nanovdr_evaluate, index as nanovdr_index
 
     out = Path(args.out)
+    if args.seed is None:
+        args.seed = lab.config.read_params(repo_root() / "params.yaml").get("seed", 0)
     cfg = load_cfg(args.profile, [f"index_dir={out / 'index'}", *args.set])
     objectives = args.objectives.split(",") if args.objectives else list(cfg.objectives)
     results: dict = {"profile": args.profile, "seed": args.seed, "config": lab.config.as_plain(cfg), "timings_s": {},
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     results["timings_s"]["distill"], results["cpu_s"]["distill"] = time.perf_counter() - t0, cpu_s() - c0
     results["distill"] = curves
     t0, c0 = time.perf_counter(), cpu_s()
-    report = nanovdr_evaluate.evaluate(cfg, students)
+    report = nanovdr_evaluate.evaluate(cfg, students, seed=args.seed)        # + student-untrained
     results["timings_s"]["evaluate"], results["cpu_s"]["evaluate"] = time.perf_counter() - t0, cpu_s() - c0
     results["timings_s"]["total"], results["cpu_s"]["total"] = time.perf_counter() - t_all, cpu_s() - c_all
     results["loadavg_end"] = open("/proc/loadavg").read().split()[:3]

@@ -4,7 +4,8 @@
 # Collects what `first_train` and `first_rerank` measured into the tables of the paper's comparisons: BM25 alone,
 # zero-shot and trained models under single-token and generation decoding (main table), the training objectives
 # under single-token decoding (ablation: LM-only, rank-only, joint), Kendall τ between the two decodings, and
-# seconds per window. `metrics.json` holds the claims `experiments/first/expected.yaml` checks.
+# seconds per window. `metrics.json` holds the claims `experiments/first/expected.yaml` checks, each difference
+# between two configurations with the p-value of its paired test over the same queries (`*_p`).
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -29,6 +30,7 @@ rerank_dir, train_dir = Path("outputs") / "first_rerank", Path("outputs") / "fir
 summary = pd.read_csv(rerank_dir / "summary.csv")
 taus = pd.read_csv(rerank_dir / "kendall_tau.csv")
 timing = pd.read_csv(rerank_dir / "timing.csv")
+per_query = pd.read_csv(rerank_dir / "per_query.csv", dtype={"qid": str})
 rerank_metrics = json.loads((rerank_dir / "metrics.json").read_text())
 train_metrics = json.loads((train_dir / "metrics.json").read_text())
 dataset, baseline = cfg.rerank.datasets[0], cfg.rerank.baseline
@@ -36,7 +38,8 @@ configs = ["zeroshot_single", "zeroshot_gen", "joint_single", "joint_gen", "lm_s
 main = main_table(summary, "ndcg_10", configs)
 ablation = ablation_table(summary, "ndcg_10", baseline, cfg.variants)
 found = claims(summary, taus, rerank_metrics["latency"]["ratio"], dataset=dataset, first_stage=baseline,
-               timing=timing, free_gen_complete=rerank_metrics["latency"].get("gen_complete"))
+               timing=timing, free_gen_complete=rerank_metrics["latency"].get("gen_complete"),
+               per_query=per_query, test=cfg.rerank.test)
 beir_names = [Path(name).name for name in cfg.rerank.beir]
 beir_avg = average_over(summary, beir_names, cfg.rerank.beir_first_stage) if beir_names else {}
 run.log_metrics({"claims": found, "paper": {"beir_avg": beir_avg}, "train": train_metrics["train"], "latency": rerank_metrics["latency"],

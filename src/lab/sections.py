@@ -1,6 +1,7 @@
 """Schemas of the core ``params.yaml`` sections (frozen dataclasses; no ML imports).
 
-Core = the sections every paper shares: ``tracking``, ``data``, ``models``, ``firststage`` (:data:`CORE`).
+Core = the sections every paper shares: ``tracking``, ``data``, ``models``, ``firststage``, ``report``
+(:data:`CORE`).
 A paper's own section lives beside its wiring, in ``lab/methods/<paper>/config.py`` (``SECTION``, ``SCHEMA``);
 :mod:`lab.config` finds both. This module imports nothing of ``lab`` (``lab.config`` imports it, one way).
 
@@ -51,6 +52,13 @@ class FirstStageConfig:
     alpha: float = 0.05
 
 
+@dataclass(frozen=True)
+class ReportConfig:
+    # experiments/<paper>/expected.yaml, in the report's order (each paper's claims, tables and figures)
+    papers: tuple[str, ...] = ("foundation", "first", "nanovdr")
+    title: str = "Did it reproduce?"
+
+
 # section name -> schema of the sections every paper shares (method sections: lab/methods/<paper>/config.py)
 CORE: dict[str, type] = {"tracking": TrackingConfig, "data": DataConfig, "models": ModelsConfig,
-                         "firststage": FirstStageConfig}
+                         "firststage": FirstStageConfig, "report": ReportConfig}

@@ -2,7 +2,9 @@
 
 Checks the pipeline contract: every stage runs through papermill and lands FINISHED in MLflow with the
 same metrics DVC sees; a second repro does nothing; `dvc exp run --temp -S` reruns only the stage whose
-params changed and logs to the main checkout's MLflow database; same params -> identical bytes.
+params changed and logs to the main checkout's MLflow database; same params -> identical bytes; a params.yaml
+that lab.config or DVC rejects (typo, wrong type, missing section) leaves every output byte-identical and
+`dvc status` clean; the README's commands after `make repro` work as written (`source .venv/bin/activate`).
 """
 
 import hashlib
@@ -221,11 +223,55 @@ def test_without_persist_the_same_typo_costs_outputs(tiny_repo):
     end = good.index("\n  first_rerank:")
     dvc_yaml.write_text(good[:start] + good[start:end].replace(": {persist: true}", "")
                         .replace("          persist: true", "          cache: true") + good[end:])
+    before = snapshot(root)
     try:
         out = reject(root, env, BROKEN["typo"][0])
         assert "DVC removed outputs/first_train/adapters" in out, out[-3000:]
         assert not (root / "outputs" / "first_train" / "metrics.json").exists()
+        assert snapshot(root) != before  # what the test above would have caught
     finally:
         dvc_yaml.write_text(good)
         sh(["dvc", "checkout", "first_train"], root, env)  # every out is cached: all of it comes back
     status_clean(root, env)
+
+
+# ---- issue 9: claims from measurements, the report stage ----------------------------------------------------------
+def test_claims_are_judged_from_the_tiny_outputs(tiny_repo):
+    """`python -m lab.expected` reads what the pipeline wrote: the tiny claims reproduce (so --strict passes on this
+    profile), every smoke and paper claim is `not run` (outputs of profile tiny are never read for them)."""
+    root, env, _ = tiny_repo
+    out = sh([sys.executable, "-m", "lab.expected", "--strict"], root, env)
+    verdicts = dict(re.findall(r"^  (\S+) +\[\w+\].*-> (reproduced|not reproduced|not run)", out, re.M))
+    assert verdicts["tiny-bm25-dl19-ndcg10"] == verdicts["tiny-splade_pp_ed-dl19-ndcg10"] == "reproduced", out
+    assert "smoke-joint-ge-lm-only" in verdicts and "bm25-dl19-ndcg10" in verdicts
+    others = {k: v for k, v in verdicts.items() if not k.startswith("tiny-")}
+    assert set(others.values()) == {"not run"}, out
+    assert "not run: a smoke-profile claim; outputs: tiny" in out
+
+
+def test_report_page_twin_and_readme(tiny_repo, tmp_path):
+    """The report stage's page (one central table per paper, figures embedded, opens offline in headless Chromium),
+    its claims.csv, and `make readme` rewriting every README block from its twin, idempotently."""
+    import csv
+
+    from tests import browser
+
+    root, env, _ = tiny_repo
+    rep = root / "outputs" / "report"
+    rows = list(csv.DictReader((rep / "claims.csv").open()))
+    assert len(rows) > 60 and {r["verdict"] for r in rows} == {"reproduced", "not run"}
+    assert all(r["command"] and r["metric"].startswith("outputs/") for r in rows)
+    readme = tmp_path / "README.md"
+    readme.write_text((REPO / "README.md").read_text())
+    cmd = [sys.executable, "-m", "lab.report", "readme", "--readme", str(readme), "--profile", "tiny"]
+    assert "rewritten" in sh(cmd, root, env)
+    once = readme.read_text()
+    assert "already up to date" in sh(cmd, root, env) and readme.read_text() == once
+    sh([*cmd, "--check"], root, env)
+    smoke = subprocess.run(cmd[:-2] + ["--check"], cwd=root, env=env, capture_output=True, text=True)
+    assert smoke.returncode == 1 and "is of profile tiny" in smoke.stderr     # README's numbers come from smoke
+    if browser.chromium() is None:
+        pytest.skip(browser.SKIP_REASON)
+    seen = browser.open_offline(rep / "index.html", tmp_path / "report.png")
+    assert seen["central"] == ["foundation", "first", "nanovdr"], seen["central"]
+    assert seen["broken"] == 0 and seen["images"] >= 6, (seen["images"], seen["broken"])

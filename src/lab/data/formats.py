@@ -5,6 +5,11 @@ text-mode lines: text mode would also break at a lone ``\\r``, and ``str.splitli
 both of which MS MARCO passages can hold. Text is otherwise kept exactly as in the file (leading and
 trailing spaces of a query, and the MS MARCO mojibake such as ``â\\x80\\x99``, survive a round trip).
 
+Qrels and TREC runs follow trec_eval's reading rules: a line whose first non-blank character is ``#``
+is a comment (trec_eval 10 skips them in both files; a ``#`` later in a line is data, e.g. a docid
+``CR#93E-1860``), and a run line's columns after the sixth are ignored, as trec_eval ignores
+everything after ``run_id``.
+
 A malformed line raises :class:`DataFormatError` naming the file, the 1-based line number and the
 line, so a bad file is found from the message alone. Writers are atomic (:func:`lab.paths.atomic_path`)
 and byte-stable: the same records always give the same bytes, which DVC relies on.
@@ -43,8 +48,10 @@ class DataFormatError(ValueError):
         self.path, self.line_no, self.line = str(path), line_no, line
 
 
-def _lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """``(1-based line number, line)`` for every non-blank line, line ending (LF or CRLF) removed."""
+def _lines(path: str | os.PathLike, comments: bool = False) -> Iterator[tuple[int, str]]:
+    """``(1-based line number, line)`` for every non-blank line, line ending (LF or CRLF) removed.
+
+    ``comments``: also skip lines whose first non-blank character is ``#`` (trec_eval's comment lines)."""
     data = Path(path).read_bytes()
     for no, raw in enumerate(data.split(b"\n"), start=1):
         if raw.endswith(b"\r"):
@@ -53,7 +60,8 @@ def _lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise DataFormatError(path, no, f"not valid UTF-8 ({e.reason} at byte {e.start})", repr(raw)) from None
-        if line.strip():          # blank lines (the final newline, a stray empty line) carry nothing
+        stripped = line.strip()
+        if stripped and not (comments and stripped.startswith("#")):   # blank lines carry nothing
             yield no, line
 
 
@@ -111,13 +119,13 @@ def write_topics(queries: Iterable[Query], path: str | os.PathLike) -> Path:
 # ---------------------------------------------------------------------------------------------- qrels
 
 def read_qrels(path: str | os.PathLike) -> Qrels:
-    """``qid iter docid grade`` (whitespace-separated, 4 columns).
+    """``qid iter docid grade`` (whitespace-separated, 4 columns); ``#`` comment lines are skipped.
 
     The second column is ignored as trec_eval ignores it: ``Q0`` (DL19), ``0`` (DL20, BEIR) and
     TREC-COVID's round numbers all occur. A repeated (qid, docid) keeps the last grade.
     """
     judgements: dict[str, dict[str, int]] = {}
-    for no, line in _lines(path):
+    for no, line in _lines(path, comments=True):
         cols = line.split()
         if len(cols) != 4:
             raise DataFormatError(path, no, f"expected 4 columns 'qid 0 docid grade', got {len(cols)}", line)
@@ -137,7 +145,8 @@ def write_qrels(qrels: Qrels, path: str | os.PathLike) -> Path:
 def read_trec_run(
     path: str | os.PathLike, name: str, topics: Mapping[str, str] | Iterable[Query] | None = None
 ) -> Run:
-    """``qid Q0 docid rank score tag`` (6 columns). Candidates keep file order; text is ``None``.
+    """``qid Q0 docid rank score tag``: the first 6 columns, as trec_eval reads them (any further column is
+    ignored, ``#`` comment lines are skipped). Candidates keep file order; text is ``None``.
 
     ``topics`` (``{qid: text}`` or queries) fills in query texts, which a TREC run does not hold.
     Note that trec_eval ignores the rank column (it sorts by score, then docid descending); the rank is
@@ -146,11 +155,11 @@ def read_trec_run(
     texts = _topic_texts(topics)
     run = Run(name)
     seen: dict[str, set[str]] = {}
-    for no, line in _lines(path):
+    for no, line in _lines(path, comments=True):
         cols = line.split()
-        if len(cols) != 6:
+        if len(cols) < 6:
             raise DataFormatError(path, no, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(cols)}", line)
-        qid, _, docid, rank, score, _tag = cols
+        qid, _, docid, rank, score, _tag = cols[:6]
         cand = Candidate(docid, _float(path, no, line, score, "score"), _int(path, no, line, rank, "rank"))
         if qid not in run:
             run.add(Ranking(Query(qid, texts.get(qid, ""))))

@@ -28,6 +28,18 @@ class Comparison:
             out.setdefault(row.run, {})[row.measure] = float(row.mean)
         return out
 
+    def tests(self, reference: str, test: str = "ttest", seed: int = 0) -> dict[str, dict[str, float]]:
+        """``{run: {measure_delta, measure_p}}``: every other run tested per query against ``reference`` (the
+        metrics.json nesting; a claim that one run beats another reads its p-value here)."""
+        values = {(run, m): dict(zip(g["qid"].astype(str), g["value"]))
+                  for (run, m), g in self.per_query.groupby(["run", "measure"], sort=False)}
+        out: dict[str, dict[str, float]] = {}
+        for (run, measure), v in values.items():
+            if run != reference and (reference, measure) in values:
+                t = paired_test(v, values[reference, measure], method=test, seed=seed)
+                out.setdefault(run, {}).update({f"{measure}_delta": t.mean_diff, f"{measure}_p": t.pvalue})
+        return out
+
     def table(self, measure: str) -> pd.DataFrame:
         """A readable one-measure table (runs as rows), rounded to 4 decimals as papers report."""
         t = self.summary[self.summary["measure"] == measure].set_index("run")

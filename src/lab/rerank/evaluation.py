@@ -135,11 +135,15 @@ def ablation_table(summary: pd.DataFrame, measure: str, first_stage: str, object
 
 def claims(summary: pd.DataFrame, taus: pd.DataFrame, latency_ratio: float | None, *, dataset: str,
            first_stage: str, trained: str = "joint", measure: str = "ndcg_10",
-           timing: pd.DataFrame | None = None, free_gen_complete: float | None = None) -> dict[str, float]:
+           timing: pd.DataFrame | None = None, free_gen_complete: float | None = None,
+           per_query: pd.DataFrame | None = None, test: str = "ttest") -> dict[str, float]:
     """The FIRST claims on one (dataset, first stage): trained single-token vs the first stage, zero-shot,
     the LM-only objective and its own generation decoding; tau between the decodings; the latency ratio;
     with ``timing`` (from ``rerank_all``) the share of complete generated permutations per generation config, and
-    ``free_gen_complete``: that share for free (unconstrained) generation on the latency windows."""
+    ``free_gen_complete``: that share for free (unconstrained) generation on the latency windows. With
+    ``per_query`` (from ``compare``) each difference between two configurations also gets the two-sided p-value
+    of the paired ``test`` over the same queries (``<difference>_p``), which ``experiments/first/expected.yaml``
+    requires below alpha: a difference within noise is not a reproduced claim."""
     data = summary[(summary["dataset"] == dataset) & (summary["first_stage"] == first_stage)
                    & (summary["measure"] == measure)].set_index("config")
 
@@ -157,6 +161,14 @@ def claims(summary: pd.DataFrame, taus: pd.DataFrame, latency_ratio: float | Non
         "joint_minus_lm": single - get("lm_single"), "joint_minus_rank": single - get("rank_single"),
         "single_gen_abs_diff": abs(single - gen),
     }
+    if per_query is not None:
+        rows = per_query[(per_query["dataset"] == dataset) & (per_query["first_stage"] == first_stage)
+                         & (per_query["measure"] == measure)]
+        values = {config: dict(zip(g["qid"].astype(str), g["value"])) for config, g in rows.groupby("config")}
+        for key, other in (("trained_single_minus_zeroshot", "zeroshot_single"), ("joint_minus_lm", "lm_single"),
+                           ("joint_minus_rank", "rank_single")):
+            if f"{trained}_single" in values and other in values:
+                out[f"{key}_p"] = paired_test(values[f"{trained}_single"], values[other], method=test).pvalue
     t = taus[(taus["dataset"] == dataset) & (taus["first_stage"] == first_stage)] if len(taus) else taus
     for model, g in (t.groupby("model") if len(t) else ()):
         out[f"kendall_tau_{model}"] = float(g["tau"].mean())

@@ -26,7 +26,8 @@ from lab.retrieval.dense import EmbeddingCache, Encoder, model_fingerprint
 __all__ = ["Teacher", "TextTeacher", "Qwen3VLEmbeddingTeacher", "encode_cached", "build_teacher"]
 
 QWEN3VL_QUERY_INSTRUCTION = "Find a document image that matches the given query."  # NanoVDR teacher.py default
-QWEN3VL_INSTALL = ("pip install 'transformers>=4.57' accelerate  # and a CUDA GPU; "
+QWEN3VL_INSTALL = ("pip install 'transformers>=4.57' accelerate torchvision  # and a CUDA GPU with torch's CUDA "
+                   "build (AutoProcessor builds Qwen3-VL's video processor, which needs torchvision); "
                    "weights: hf:Qwen/Qwen3-VL-Embedding-2B")
 
 
@@ -166,14 +167,16 @@ class Qwen3VLEmbeddingTeacher:
     * ``apply_chat_template(..., add_generation_prompt=True)``; processor with right padding,
       ``truncation=True, max_length=8192, padding=True, do_resize=False``;
     * images resized beforehand as qwen-vl-utils does (factor 32, 4,096..1,843,200 pixels, PIL default
-      filter; no qwen-vl-utils / torchvision dependency);
+      filter; no qwen-vl-utils dependency; torchvision only because ``AutoProcessor`` builds the checkpoint's
+      video processor, which the teacher never calls);
     * embedding = final hidden state at the last attention-mask position, L2-normalised (2048-d, 2B).
 
     Not settled by the stored sources: upstream loads ``Qwen3VLForEmbedding`` (a ``Qwen3VLModel`` under
     ``.model``) with ``trust_remote_code``; we load ``Qwen3VLModel`` directly (same forward, weights
     found through the ``model.`` base prefix), which could not be checked against the real checkpoint
     here. ``dtype`` defaults to float16 as NanoVDR's teacher.py (which also used flash_attention_2; we
-    leave the attention kernel to transformers). Needs ``transformers>=4.57``, the Hub weights and a GPU.
+    leave the attention kernel to transformers). Needs ``transformers>=4.57``, torchvision, the Hub weights
+    and a GPU.
     """
 
     def __init__(self, ref: str = "hf:Qwen/Qwen3-VL-Embedding-2B", *, query_instruction: str = QWEN3VL_QUERY_INSTRUCTION,
@@ -200,7 +203,10 @@ class Qwen3VLEmbeddingTeacher:
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
             self._model = Qwen3VLModel.from_pretrained(folder, dtype=getattr(torch, self.dtype),
                                                        use_safetensors=True, trust_remote_code=False).to(device).eval()
-            self._processor = AutoProcessor.from_pretrained(folder, trust_remote_code=False, padding_side="right")
+            try:
+                self._processor = AutoProcessor.from_pretrained(folder, trust_remote_code=False, padding_side="right")
+            except ImportError as e:  # pragma: no cover - depends on the install (torchvision)
+                raise ImportError(f"Qwen3-VL teacher's processor: {e}\n{QWEN3VL_INSTALL}") from e
         return self._model, self._processor
 
     @property

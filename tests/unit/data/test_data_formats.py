@@ -129,12 +129,34 @@ def test_trec_run_topics_fill_text(tmp_path):
     assert read_trec_run(path, "x")["q1"].query.text == ""
 
 
+def test_trec_eval_style_run_and_qrels(tmp_path):
+    """As trec_eval (9 and 10) reads them: ``#`` comment lines skipped in runs and qrels (first non-blank
+    character only: a ``#`` inside a docid is data), a run line's columns after the sixth ignored, tabs and
+    padded scores as in trec_eval's own test runs."""
+    run_path = tmp_path / "results.test"
+    run_path.write_text("# This run documents itself\n"
+                        "301\tQ0\tFR940202-2-00150\t1\t  2.129133\tSTANDARD\n"
+                        "   # an indented comment, then one mid-file\n"
+                        "# 301 Q0 not-a-hit 9 9.9 STANDARD\n"
+                        "301\tQ0\tCR#93E-1860\t2\t  1.724760\tSTANDARD\n"
+                        "302 Q0 FT911-2671 1 3.5 STANDARD extra columns are ignored\n")
+    run = read_trec_run(run_path, "std")
+    assert [(q, c.docid, c.rank, c.score) for q in ("301", "302") for c in run[q].candidates] == [
+        ("301", "FR940202-2-00150", 1, 2.129133), ("301", "CR#93E-1860", 2, 1.72476), ("302", "FT911-2671", 1, 3.5)]
+    qrels_path = tmp_path / "qrels.test"
+    qrels_path.write_text("# comment here\n301 0 CR93E-10279 0\n# and comment here\n301 0 CR#93E-1860 1\n"
+                          "302 0 FT911-2671 2\n")
+    assert read_qrels(qrels_path).judgements == {"301": {"CR93E-10279": 0, "CR#93E-1860": 1}, "302": {"FT911-2671": 2}}
+
+
 MALFORMED = [
     (read_topics, "1\tok\nno tab here\n", 2, "qid<TAB>query"),
     (read_topics, "1\tok\n\tempty qid\n", 2, "qid"),
     (read_topics, "1\tok\r\n1\tagain\r\n", 2, "duplicate"),
     (read_qrels, "1 0 d1 1\n1 0 d2\n", 2, "4 columns"),
     (read_qrels, "1 0 d1 1\n\n1 Q0 d2 high\n", 3, "not an integer"),
+    (read_qrels, "# judged by\n1 0 d1 1\n1 0 d2 1 extra\n", 3, "4 columns"),      # trec_eval refuses a 5th too
+    (lambda p: read_trec_run(p, "r"), "# header\n1 Q0 d 1 2.5 t\n1 Q0 e 2 1.5\n", 3, "6 columns"),
     (lambda p: read_trec_run(p, "r"), "1 Q0 d 1 2.5 t\n1 Q0 e 2 1.5\n", 2, "6 columns"),
     (lambda p: read_trec_run(p, "r"), "1 Q0 d 1 abc t\n", 1, "not a number"),
     (lambda p: read_trec_run(p, "r"), "1 Q0 d 1 2 t\n1 Q0 d 2 1 t\n", 2, "twice"),

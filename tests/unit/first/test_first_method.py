@@ -155,6 +155,19 @@ def test_paper_profile_dry_run_on_random_mistral(tiny_mistral, tmp_path, fresh_a
     assert math.isfinite(first["loss"]) and first["lm"] > 0 and first["rank"] > 0
     assert (first["lr"], second["lr"]) == pytest.approx((0.0, 5e-6 / 50))     # HF warm-up: step s at lr * s / 50
     assert {p.dtype for p in res.model.parameters()} == {torch.float32}     # fp32 masters while training
+    # The steps changed the weights, by what Adam's first steps at these lrs allow. Training started from the base
+    # loaded in bf16 (optim.dtype) and upcast, so that is the reference; step 1 ran at lr 0, step 2 at lr2 = 1e-7,
+    # and an early Adam step moves each weight by about lr (|m_hat| / sqrt(v_hat) ~ 1). Compared in fp32: the saved
+    # bf16 model would round a 1e-7 change away.
+    from safetensors.torch import load_file
+
+    start = {k: v.to(torch.bfloat16).float() for k, v in load_file(str(tiny_mistral / "model.safetensors")).items()}
+    trained = res.model.state_dict()
+    lr2 = 5e-6 / 50
+    for name, w0 in start.items():
+        delta = (trained[name].detach().float().cpu() - w0).abs()
+        assert (delta > 0).float().mean() > 0.5, f"{name}: the optimizer steps left it unchanged"
+        assert delta.max() <= 2 * lr2, f"{name} moved by {delta.max():.3g}, more than two steps' lr allow"
     assert (tmp_path / "adapters" / "joint" / "model.safetensors").is_file()  # full fine-tuning saves the model
     model, tok = first_rerank.load_reranker(cfg, tiny_mistral, tmp_path / "adapters" / "joint")
     assert type(model).__name__ == "MistralForCausalLM" and next(model.parameters()).dtype == torch.bfloat16

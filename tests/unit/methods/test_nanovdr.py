@@ -144,7 +144,8 @@ def test_all_objectives_train_and_evaluate_deterministically(tiny_index, tmp_pat
         assert len(curve) == cfg.train.epochs and np.isfinite(curve["val_loss"]).all()
         students[f"student-{objective}"] = tmp_path / f"{objective}.safetensors"
     report = nanovdr_evaluate.evaluate(cfg, students)
-    assert set(report.runs) == {"teacher", "bm25", *students}
+    assert set(report.runs) == {"teacher", "bm25", "student-untrained", *students}
+    assert set(report.retention["run"]) == set(report.runs)                  # the untrained row in the table
     r = report.retention.set_index(["run", "measure"])
     assert r.loc[("teacher", "ndcg_10"), "retention"] == pytest.approx(1.0)
     assert set(report.comparison.summary["measure"]) == {"ndcg_10", "ndcg_5"}
@@ -155,3 +156,35 @@ def test_all_objectives_train_and_evaluate_deterministically(tiny_index, tmp_pat
     nanovdr_distill.distill(cfg, "cosine", tmp_path / "cosine2.safetensors", seed=0, progress=False)
     a, b = load_file(str(tmp_path / "cosine.safetensors")), load_file(str(tmp_path / "cosine2.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_untrained_student_is_distills_seeded_starting_point(tiny_index, make_cfg, tmp_path, monkeypatch):
+    """``student-untrained``: the student ``distill`` builds for the same seed (backbone + seeded projector into
+    the teacher's width), never trained, searched over the same pool as every student."""
+    cfg, index_dir, _ = tiny_index
+    art = nanovdr_index.load_index(index_dir)
+    queries = art.queries["eval"]
+    report = nanovdr_evaluate.evaluate(cfg, {}, seed=3)
+    assert set(report.runs) == {"teacher", "bm25", "student-untrained"}
+    start = Encoder.from_ref(cfg.student, out_dim=art.dim, projector_hidden=cfg.projector_hidden,
+                             max_length=cfg.student_max_length, seed=3)
+    assert nanovdr_distill.build_student(cfg, art.dim, 3).settings() == start.settings()
+    from lab.retrieval.index import DenseIndex
+
+    index = DenseIndex([p.docid for p in art.pools["eval"]], art.page_emb["eval"])
+    expected = index.search(start.encode([q.text for q in queries], progress=False), cfg.search_depth,
+                            queries=queries, name="student-untrained")
+    got = report.runs["student-untrained"]
+    for q in queries:
+        assert [c.docid for c in got[q.qid].candidates] == [c.docid for c in expected[q.qid].candidates]
+        assert [c.score for c in got[q.qid].candidates] == pytest.approx([c.score for c in expected[q.qid].candidates])
+    other = nanovdr_evaluate.evaluate(cfg, {}, seed=4).runs["student-untrained"]   # the seed draws the projector
+    assert any([c.score for c in other[q.qid].candidates] != [c.score for c in got[q.qid].candidates] for q in queries)
+    assert "student-untrained" not in nanovdr_evaluate.evaluate(cfg, {}, untrained=False).runs
+    built, orig = [], nanovdr_distill.build_student                     # distill starts from that same student
+    monkeypatch.setattr(nanovdr_distill, "build_student", lambda *a: built.append(a[1:]) or orig(*a))
+    short = make_cfg(data_dir=cfg.data_dir, index_dir=str(index_dir), train={"epochs": 1})
+    nanovdr_distill.distill(short, "cosine", tmp_path / "s.safetensors", seed=3, progress=False, cache=None)
+    assert built == [(art.dim, 3)]
+    with pytest.raises(ValueError, match="untrained"):
+        nanovdr_evaluate.evaluate(cfg, {"student-untrained": "x.safetensors"})

@@ -36,7 +36,9 @@ def test_three_notebooks_with_parameters_cell_and_no_definitions():
         tree = ast.parse(code)
         defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))]
         assert not defs, f"{path.name}: notebooks call into lab, they define nothing"
-        assert "lab.tracking.current(" in code and "log_figure" in code and "sns." in code or "plots." in code
+        assert "lab.tracking.current(" in code, f"{path.name}: the stage's tracking run"
+        assert "log_figure" in code, f"{path.name}: its figures go to the run"
+        assert "sns." in code or "plots." in code, f"{path.name}: figures drawn with seaborn or lab.eval.plots"
         assert any(c.cell_type == "markdown" for c in nb[2:]), f"{path.name}: a closing markdown sentence"
 
 
@@ -78,6 +80,11 @@ def test_notebooks_run_end_to_end_on_the_tiny_profile(fake_data, lab_cache, make
 
     metrics = json.loads((out / "nanovdr_report" / "metrics.json").read_text())
     assert set(metrics["retention"]["student-cosine"]) == {"ndcg_10", "ndcg_5"}
+    assert set(metrics["retention"]["student-untrained"]) == {"ndcg_10", "ndcg_5"}   # the untrained floor
+    import pandas as pd
+
+    assert set(pd.read_csv(out / "nanovdr_report" / "retention.csv")["run"]) == {
+        "teacher", "bm25", "student-untrained", *(f"student-{o}" for o in section["objectives"])}
     assert metrics["retention"]["teacher"]["ndcg_10"] == 1.0
     for stage in ("nanovdr_index", "nanovdr_distill", "nanovdr_report"):   # metrics.json: reproducible values only
         text = (out / stage / "metrics.json").read_text()

@@ -22,7 +22,7 @@ from lab.methods.nanovdr.config import objective_kwargs
 from lab.methods.nanovdr.index import IndexArtifacts, load_index
 from lab.paths import cache_dir, dumps_json
 
-__all__ = ["objective_settings", "train_settings", "distill_data", "distill"]
+__all__ = ["objective_settings", "train_settings", "distill_data", "build_student", "distill"]
 
 
 def objective_settings(cfg, objective: str):
@@ -42,6 +42,15 @@ def train_settings(cfg, seed: int, progress: bool = True):
         save_every="epoch", save_total_limit=1, evaluate=True,
         best_metric="val_loss" if t.select_by == "objective" else "val_cosine",
         greater_is_better=t.select_by == "cosine", progress=progress)
+
+
+def build_student(cfg, dim: int, seed: int = 0):
+    """The student :func:`distill` starts from: ``cfg.student`` (mean pooling) and a projector to the teacher's
+    width ``dim``, drawn from ``seed`` (the report's ``student-untrained`` baseline is this, never trained)."""
+    from lab.retrieval.dense import Encoder
+
+    return Encoder.from_ref(cfg.student, out_dim=dim, projector_hidden=cfg.projector_hidden,
+                            max_length=cfg.student_max_length, seed=seed)
 
 
 def distill_data(art: IndexArtifacts):
@@ -82,15 +91,14 @@ def distill(cfg, objective: str, out_path: str | Path, *, index_dir: str | Path 
     import torch
 
     from lab.retrieval import distill as D
-    from lab.retrieval.dense import EmbeddingCache, Encoder, model_fingerprint
+    from lab.retrieval.dense import EmbeddingCache, model_fingerprint
     from lab.train import fit
 
     art = load_index(index_dir or cfg.index_dir)
     obj, settings = objective_settings(cfg, objective), train_settings(cfg, seed, progress)
     if obj.objective in D.DOC_OBJECTIVES and art.page_emb.get("train") is None:
         raise ValueError(f"objective {objective!r} needs teacher page embeddings")
-    student = student or Encoder.from_ref(cfg.student, out_dim=art.dim, projector_hidden=cfg.projector_hidden,
-                                          max_length=cfg.student_max_length, seed=seed)
+    student = student or build_student(cfg, art.dim, seed)
     if student.projector is None or student.dim != art.dim:
         raise ValueError(f"student width {student.dim} != teacher width {art.dim}")
     frozen = not cfg.train.finetune_backbone

@@ -1,7 +1,9 @@
 """NanoVDR report stage: student vs teacher vs BM25 over the same test page pool.
 
-:func:`evaluate`: nDCG@10 / nDCG@5, retention = student / teacher, paired test against the teacher. Paper
-profile: :func:`evaluate_benchmarks` on the ViDoRe sets (:mod:`lab.methods.nanovdr.vidore`).
+:func:`evaluate`: nDCG@10 / nDCG@5, retention = student / teacher, paired test against the teacher, with the
+untrained student (``student-untrained``: the seeded projector distillation starts from) as the floor the six
+objectives are read against. Paper profile: :func:`evaluate_benchmarks` on the ViDoRe sets
+(:mod:`lab.methods.nanovdr.vidore`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from lab.methods.nanovdr import vidore
 from lab.methods.nanovdr.index import load_index
 from lab.records import Query, Run
 
-__all__ = ["bm25_run", "evaluate", "EvalReport", "evaluate_benchmarks"]
+__all__ = ["bm25_run", "evaluate", "EvalReport", "evaluate_benchmarks", "UNTRAINED"]
+
+UNTRAINED = "student-untrained"     # run name of the never-trained student (distill's seeded starting point)
 
 
 def bm25_run(pages: Sequence[Page], queries: Sequence[Query], k: int, name: str = "bm25") -> Run:
@@ -54,9 +58,16 @@ class EvalReport:
     encode_ms_per_query: dict[str, float]
 
 
-def evaluate(cfg, students: Mapping[str, str | Path], *, index_dir: str | Path | None = None) -> EvalReport:
-    """Teacher, BM25 and every student over the test page pool; paired t-test of each against the teacher."""
+def evaluate(cfg, students: Mapping[str, str | Path], *, index_dir: str | Path | None = None, seed: int = 0,
+             untrained: bool = True) -> EvalReport:
+    """Teacher, BM25 and every student over the test page pool; paired t-test of each against the teacher.
+
+    With ``untrained`` the run ``student-untrained`` is added: the student built exactly as
+    :func:`~lab.methods.nanovdr.distill.distill` builds it with ``seed`` (the stage's seed), never trained, so
+    the retention table shows what the objectives add over a random projector into the teacher's space.
+    """
     from lab.eval.report import compare_runs
+    from lab.methods.nanovdr.distill import build_student
     from lab.retrieval.dense import Encoder
     from lab.retrieval.index import DenseIndex
 
@@ -67,8 +78,10 @@ def evaluate(cfg, students: Mapping[str, str | Path], *, index_dir: str | Path |
     runs = {"teacher": index.search(art.query_emb["eval"], cfg.search_depth, queries=queries, name="teacher"),
             "bm25": bm25_run(art.pools["eval"], queries, cfg.search_depth)}
     ms = {}
-    for name, path in students.items():
-        enc = Encoder.load(path)
+    if untrained and UNTRAINED in students:
+        raise ValueError(f"{UNTRAINED!r} names the untrained baseline; give that student another name")
+    for name, path in [*students.items(), *([(UNTRAINED, None)] if untrained else [])]:
+        enc = Encoder.load(path) if path is not None else build_student(cfg, art.dim, seed)
         t0 = time.perf_counter()
         q_emb = enc.encode([q.text for q in queries], progress=False)                 # [Q, D]
         ms[name] = 1000 * (time.perf_counter() - t0) / max(len(queries), 1)
