@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # stages run headless under papermill; JupyterLab's inline backend still works
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -24,8 +25,16 @@ def metric_by_run(per_query: pd.DataFrame, measure: str, *, hue: str | None = "d
     fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * data["run"].nunique() * (2 if hue else 1)), 4.2))
     sns.barplot(data=data, x="run", y="value", hue=hue, order=order, errorbar=("ci", 95), seed=0,
                 alpha=0.75, ax=ax)
-    sns.stripplot(data=data, x="run", y="value", hue=hue, order=order, dodge=hue is not None, size=2.5,
-                  palette="dark:black" if hue else None, color=None if hue else "black", alpha=0.35, legend=False, ax=ax)
+    # stripplot jitters the dots with numpy's global RNG: seed it here (and put the caller's state back) so the PNG
+    # is byte-stable and a stage rerun with the same data leaves the report stage, which embeds it, up to date
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        sns.stripplot(data=data, x="run", y="value", hue=hue, order=order, dodge=hue is not None, size=2.5,
+                      palette="dark:black" if hue else None, color=None if hue else "black", alpha=0.35,
+                      legend=False, ax=ax)
+    finally:
+        np.random.set_state(state)
     ax.set_ylabel(measure)
     ax.set_xlabel("")
     ax.set_ylim(0, 1)
