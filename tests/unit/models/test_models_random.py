@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -37,24 +36,19 @@ def test_cached_random_model_is_reused(isolated_cache):
 @pytest.mark.parametrize("spec", TINY_ENCODERS)
 def test_tiny_encoder_runs(isolated_cache, spec):
     resolve(f"random:{spec}")
-    start = time.perf_counter()
     model, tok = load_model(f"random:{spec}"), load_tokenizer(f"random:{spec}")
-    load_s = time.perf_counter() - start
     enc = tok(["hello world", "a longer second sentence"], padding=True, return_tensors="pt")
     with torch.no_grad():
         hidden = model(**enc).last_hidden_state
     assert hidden.shape == (2, enc["input_ids"].shape[1], 64)
     assert model.config.vocab_size == len(tok) == 30522
-    assert load_s < 1.0, load_s
 
 
 @pytest.mark.slow  # borrows SmolLM2's tokenizer: needs the packaged conversion (default cache)
 @pytest.mark.parametrize("spec", TINY_DECODERS)
 def test_tiny_decoder_runs_and_generates(spec):
     resolve(f"random:{spec}")
-    start = time.perf_counter()
     model, tok = load_model(f"random:{spec}"), load_tokenizer(f"random:{spec}")
-    load_s = time.perf_counter() - start
     assert type(model).__name__.endswith("ForCausalLM")
     assert model.config.vocab_size == len(tok) == 49152
     assert tok.chat_template
@@ -63,7 +57,6 @@ def test_tiny_decoder_runs_and_generates(spec):
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=4, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 4
-    assert load_s < 1.0, load_s
 
 
 @pytest.mark.parametrize("spec,params_b", [("mistral-7b", 7.38), ("llama-7b", 6.88), ("qwen2-7b", 6.88),
