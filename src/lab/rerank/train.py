@@ -221,11 +221,7 @@ def collator(pad_id: int) -> Callable[[Sequence[Encoded]], dict[str, Tensor]]:
 
 def loss_fn(identifier_ids: Tensor, obj: RankObjective) -> Callable:
     """``loss_fn(model, batch) -> {"loss", "lm", "rank"}`` for :func:`lab.train.fit`."""
-    return partial(_loss, identifier_ids=identifier_ids, obj=obj)
-
-
-def _loss(model, batch, identifier_ids: Tensor, obj: RankObjective) -> dict[str, Tensor]:
-    return compute_losses(model, batch, identifier_ids, obj)
+    return partial(compute_losses, identifier_ids=identifier_ids, cfg=obj)
 
 
 @torch.no_grad()

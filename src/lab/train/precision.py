@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["fp32_master", "trainable_dtypes"]
+__all__ = ["fp32_master"]
 
 
 def fp32_master(model) -> int:
@@ -22,6 +22,3 @@ def fp32_master(model) -> int:
             n += 1
     return n
 
-
-def trainable_dtypes(model) -> set[torch.dtype]:
-    return {p.dtype for p in model.parameters() if p.requires_grad}

@@ -133,12 +133,13 @@ def distill(cfg, objective: str, out_path: str | Path, *, index_dir: str | Path 
                      D.loss_fn(student, data, obj), settings, checkpoint_dir=ckpt, fingerprint=key.hexdigest(),
                      evaluator=lambda m: D.validate(m, student, data, obj, features[1], cfg.train.batch_size),
                      run=run, log_prefix="train", stop_after=stop_after)
+    curve = _curve(result, objective, settings, len(data.train_texts), t0)
     if stop_after is not None and result.resumed_from + stop_after < settings.steps_for(len(data.train_texts)):
-        return _curve(result, objective, settings, len(data.train_texts), t0)          # interrupted: keep ckpt
+        return curve                                                            # interrupted: keep ckpt
     student.eval()
     student.save(out_path, parts="all" if not frozen else "projector")
     shutil.rmtree(ckpt, ignore_errors=True)
-    return _curve(result, objective, settings, len(data.train_texts), t0)
+    return curve
 
 
 def _curve(result, objective: str, settings, n: int, t0: float) -> pd.DataFrame:
