@@ -1,7 +1,11 @@
 """NanoVDR query-encoding latency on ONE CPU thread, tokenisation included, side by side in one process.
 
-    python bench/nanovdr_latency.py [--student outputs/nanovdr_distill/students/cosine.safetensors]
+    python bench/nanovdr_latency.py [--profile smoke] [--student outputs/nanovdr_distill/students/cosine.safetensors]
                                     [--queries 20] [--vlm-queries 5] [--skip-vlm]
+
+DVC stage ``bench_nanovdr`` runs it after ``nanovdr_distill``, so ``make repro`` measures it; the ``tiny``
+profile swaps every model for a random-init tiny one of the same kind (3 queries: a check that the bench runs,
+not a timing).
 
 Models (batch of one query, ``torch.set_num_threads(1)``, float32, median over DL19 queries after warm-up):
 
@@ -37,9 +41,18 @@ QWEN3VL_2B_TEXT = dict(vocab_size=151936, hidden_size=2048, intermediate_size=61
                        num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=32768,
                        rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20],
                                         "mrope_interleaved": True})
+QWEN3VL_TINY_TEXT = dict(QWEN3VL_2B_TEXT, vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                         rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [2, 3, 3],
+                                          "mrope_interleaved": True})
 QWEN3VL_2B_VISION = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2048,
                          patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
                          deepstack_visual_indexes=[5, 11, 17], num_position_embeddings=2304)
+QWEN3VL_TINY_VISION = dict(QWEN3VL_2B_VISION, depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                           out_hidden_size=64, deepstack_visual_indexes=[0], num_position_embeddings=64)
+# the models per profile: (student base, paper-shaped student, smoke teacher); smoke/paper: the packaged models
+MODELS = {"tiny": ("random:bert-tiny", "random:distilbert-tiny", "random:bert-tiny")}
+SMOKE_MODELS = ("paraphrase-minilm-l3-v2", "random:distilbert-base", "all-mpnet-base-v2")
 INSTRUCTION = "Find a document image that matches the given query."
 
 
@@ -56,12 +69,20 @@ def time_queries(encode, queries, warmup: int = 2) -> list[float]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", default=None, help="default: params.yaml's; tiny swaps in random-init tiny models")
     ap.add_argument("--student", default=None, help="a trained student (.safetensors); default: fresh smoke student")
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--vlm-queries", type=int, default=5)
     ap.add_argument("--skip-vlm", action="store_true")
     ap.add_argument("--out", default=os.path.join("outputs", "bench", "nanovdr_latency.json"))
     args = ap.parse_args(argv)
+    import lab.config
+
+    profile = args.profile or lab.config.active_profile()
+    tiny = profile == "tiny"
+    student_ref, paper_ref, teacher_ref = MODELS.get(profile, SMOKE_MODELS)
+    if tiny:
+        args.queries, args.vlm_queries = min(args.queries, 3), min(args.vlm_queries, 3)
     torch.set_num_threads(1)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from lab.data.trecdl import load_dataset
@@ -84,14 +105,14 @@ def main(argv=None) -> int:
               flush=True)
 
     student = Encoder.load(args.student) if args.student else Encoder.from_ref(
-        "paraphrase-minilm-l3-v2", out_dim=768, projector_hidden=768, max_length=32)
+        student_ref, out_dim=768, projector_hidden=768, max_length=32)
     with torch.inference_mode():
         bench("student paraphrase-MiniLM-L3-v2 + MLP 384-768-768", student,
               lambda q: student(**student.tokenize([q])), args.queries, "student")
-        paper_student = Encoder.from_ref("random:distilbert-base", out_dim=2048, projector_hidden=768, max_length=64)
+        paper_student = Encoder.from_ref(paper_ref, out_dim=2048, projector_hidden=768, max_length=64)
         bench("paper student arch: DistilBERT-base + MLP 768-768-2048 (random)", paper_student,
               lambda q: paper_student(**paper_student.tokenize([q])), args.queries, "paper_student")
-        teacher = Encoder.from_ref("all-mpnet-base-v2", max_length=32)
+        teacher = Encoder.from_ref(teacher_ref, max_length=32)
         bench("smoke teacher all-mpnet-base-v2 (query side)", teacher, lambda q: teacher(**teacher.tokenize([q])),
               args.queries, "smoke_teacher")
         if not args.skip_vlm:
@@ -100,7 +121,8 @@ def main(argv=None) -> int:
             from lab.models import load_tokenizer
             from lab.retrieval.teachers import _pool_last
 
-            cfg = Qwen3VLConfig(text_config=QWEN3VL_2B_TEXT, vision_config=QWEN3VL_2B_VISION)
+            cfg = Qwen3VLConfig(text_config=QWEN3VL_TINY_TEXT if tiny else QWEN3VL_2B_TEXT,
+                                vision_config=QWEN3VL_TINY_VISION if tiny else QWEN3VL_2B_VISION)
             t0 = time.perf_counter()
             torch.manual_seed(0)
             vlm = Qwen3VLModel(cfg).eval()
@@ -132,7 +154,7 @@ def main(argv=None) -> int:
     if "vlm_2b" in ms:
         ratios.update(vlm_2b_over_paper_student=ms["vlm_2b"] / ms["paper_student"],
                       vlm_2b_over_student=ms["vlm_2b"] / ms["student"])
-    write_json(args.out, {"profile": "smoke", "command": shlex.join(["python", "bench/nanovdr_latency.py", *sys.argv[1:]]),
+    write_json(args.out, {"profile": profile, "command": shlex.join(["python", "bench/nanovdr_latency.py", *sys.argv[1:]]),
                           "machine": platform.processor() or platform.machine(), "threads": 1, "models": keyed,
                           "ms_per_query": ms, "ratios": ratios,
                           "index_bytes_per_page_fp16": {"d768": bytes_per_page(768), "d2048": bytes_per_page(2048)}})

@@ -2,13 +2,13 @@
 
     python bench/stage_times.py [--profile smoke] [--out outputs/bench/stage_times.json]
 
-For every stage of ``dvc.yaml`` the latest FINISHED, non-interactive run of ``--profile`` (default: params.yaml's)
-in this checkout's MLflow database; a run spans the stage's notebook and its logging (``lab.stage``), not DVC's
-own hashing. Groups sum a paper's stages (FIRST: first_train + first_rerank + first_report; NanoVDR: its three
-stages; ``all``: every stage) and are written only when every stage of the group has a run. The claims on wall
-time in ``experiments/*/expected.yaml`` read ``groups.*``; they count as measured in a clean clone with an empty
-``LAB_CACHE`` on idle cores only if that is how the stages ran, which this script cannot see (``runs`` lists the
-run ids and start times so the reader can check).
+For every notebook stage of ``dvc.yaml`` (but ``report``, which runs after this script) the latest FINISHED,
+non-interactive run of ``--profile`` (default: params.yaml's) in this checkout's MLflow database; a run spans the
+stage's notebook and its logging (``lab.stage``), not DVC's own hashing. Groups sum a paper's stages (FIRST:
+first_train + first_rerank + first_report; NanoVDR: its three stages; ``all``: every stage) and are written only
+when every stage of the group has a run. The claims on wall time in ``experiments/*/expected.yaml`` read
+``groups.*``; they count as measured in a clean clone with an empty ``LAB_CACHE`` on idle cores only if that is how
+the stages ran, which this script cannot see (``runs`` lists the run ids and start times so the reader can check).
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     root = repo_root()
     profile = args.profile or lab.config.active_profile(root / "params.yaml")
-    stages = list(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
+    # notebook stages only (bench stages open no MLflow run); `report` runs after this script (stage bench_stages)
+    stages = [name for name, st in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].items()
+              if st["cmd"].startswith("python -m lab.stage ") and name != "report"]
     client = tracking._client(root)
     experiments = [e.experiment_id for e in client.search_experiments()]
     seconds, runs = {}, {}

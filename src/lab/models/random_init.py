@@ -133,7 +133,7 @@ def build(spec: str, seed: int, out: Path) -> None:
 
     fam = family(spec)
     config = random_config(spec)
-    tok_dir = packaged.ensure(TOKENIZER_SOURCE[fam])
+    tok_dir = packaged.ensure_tokenizer(TOKENIZER_SOURCE[fam])
     store.copy_files(tok_dir, out, [f for f in packaged.TOKENIZER_FILES if (tok_dir / f).is_file()])
     tok_cfg = json.loads((out / "tokenizer_config.json").read_text())
     tok_cfg["model_max_length"] = config.max_position_embeddings

@@ -174,3 +174,24 @@ def test_page_opens_offline_in_headless_chromium(workspace, tmp_path):
     broken.write_text(page.read_text().replace("</section>", '<img src="https://example.org/x.png">'
                                                '<img src="missing.png"></section>', 1))
     assert browser.open_offline(broken, None)["broken"] == 2
+
+
+# A measured number typed by hand in README.md goes stale at the next run. Outside the generated blocks (and code
+# blocks) nothing may look like a result: a 4-decimal score, a ratio like 4.1x, a percentage, a p-value or a duration.
+TYPED_RESULT = re.compile(r"(?<![\w.=/-])(?:0\.\d{4,}|\d+(?:\.\d+)?×|\d+(?:\.\d+)?\s?%|p\s?[=<]\s?\d[\d.]*(?:e-?\d+)?"
+                          r"|\d+(?:[.,]\d+)?\s?(?:ms|s|min|h)\b)")
+
+
+def typed_results(text: str) -> list[str]:
+    text = report.MARKER.sub("", text)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    return [f"line {i}: {m.group(0)!r} in {line.strip()[:90]!r}"
+            for i, line in enumerate(text.splitlines(), 1) for m in TYPED_RESULT.finditer(line)]
+
+
+def test_readme_has_no_typed_result_numbers():
+    assert typed_results((REPO / "README.md").read_text()) == []
+    # the check itself: each kind is caught, configuration values are not
+    caught = typed_results("joint 0.4945 beats it (p = 0.13) at 4.1× in 33 min and 94.3% retention; 7.4 ms.\n"
+                           "lr 5e-4, LoRA r=16, top-20, 3 epochs, k1=0.9, 3 decimals")
+    assert [c.split("'")[1] for c in caught] == ["0.4945", "p = 0.13", "4.1×", "33 min", "94.3%", "7.4 ms"]

@@ -70,6 +70,16 @@ def test_rows_metrics_and_cache(fake_data, models_dir, runs_dir, tmp_path):
     metrics = first_feedback.nested_metrics(res, summary)
     node = metrics["trec-dl-2019"]["teacher_llm_refit"]["joint_single"]["reranked"]
     assert {"ndcg_10", "ndcg_10_p", "recall_100_delta", "refit_agreement_after", "refit_llm_passages"} <= set(node)
+    # what the LLM adds: each LLM row against its no-LLM control, paired per query (a direct paired t-test)
+    from scipy.stats import ttest_rel
+
+    control = metrics["trec-dl-2019"]["teacher_fs_refit"]["splade_pp_ed"]["reranked"]
+    assert node["ndcg_10_vs_control_delta"] == pytest.approx(node["ndcg_10"] - control["ndcg_10"], abs=1e-12)
+    q = per_query[per_query["measure"] == "ndcg_10"].pivot(index="qid", columns="run", values="value")
+    a, b = q["teacher_llm_refit/joint_single/reranked"], q["teacher_fs_refit/splade_pp_ed/reranked"]
+    if (a - b).abs().max() > 0:
+        assert node["ndcg_10_vs_control_p"] == pytest.approx(ttest_rel(a, b).pvalue, rel=1e-9)
+    assert "ndcg_10_vs_control_p" not in control and "ndcg_10_vs_control_p" not in metrics["trec-dl-2019"]["dense"]
     assert set(metrics["seconds"]) == {"encode", "teacher", "refit"}
     assert cache.computed == {"passages": 1, "queries": 1, "teacher_passages": 1, "teacher_queries": 1}
     again = first_feedback.run_feedback(cfg, data_dir=fake_data, models_dir=models_dir, runs_dir=runs_dir, cache=cache)

@@ -227,7 +227,41 @@ def evaluate(cfg: FirstConfig, res: FeedbackResult):
 
     fb = cfg.feedback
     comp = compare_runs(res.runs, res.qrels, fb.measures, baseline="dense", test=fb.test, alpha=fb.alpha)
-    return comp.summary.assign(dataset=res.dataset), comp.per_query.assign(dataset=res.dataset)
+    summary = _against_control(comp.summary, comp.per_query, fb.test)
+    return summary.assign(dataset=res.dataset), comp.per_query.assign(dataset=res.dataset)
+
+
+def control_of(run: str, runs) -> str | None:
+    """The no-LLM control of an LLM refit row: ``[teacher_]llm_refit/<config>/<pool>`` -> the one
+    ``[teacher_]fs_refit/<stage>/<pool>``
+    (the retriever's own order of the same passages), None when there is none (or more than one)."""
+    head, sep, _ = run.partition("llm_refit/")        # head: "" or "teacher_" (the teacher-stage rows)
+    if not sep or head not in ("", "teacher_"):
+        return None
+    pool = run.rsplit("/", 1)[-1]
+    found = [r for r in runs if r.startswith(f"{head}fs_refit/") and r.rsplit("/", 1)[-1] == pool]
+    return found[0] if len(found) == 1 else None
+
+
+def _against_control(summary: pd.DataFrame, per_query: pd.DataFrame, test: str) -> pd.DataFrame:
+    """Adds ``control_delta`` / ``control_p``: each LLM refit row minus its no-LLM control, paired per query. What
+    the LLM's ranking adds is this difference, not the gain over dense (the control's candidates get most of it)."""
+    from lab.eval.significance import paired_test
+
+    values = {(r, m): dict(zip(g["qid"], g["value"].astype(float)))
+              for (r, m), g in per_query.groupby(["run", "measure"], sort=False)}
+    runs = list(dict.fromkeys(summary["run"]))
+    deltas, ps = [], []
+    for row in summary.itertuples():
+        control = control_of(row.run, runs)
+        if control is None:
+            deltas.append(float("nan"))
+            ps.append(float("nan"))
+            continue
+        t = paired_test(values[(row.run, row.measure)], values[(control, row.measure)], method=test)
+        deltas.append(t.mean_diff)
+        ps.append(t.pvalue)
+    return summary.assign(control_delta=deltas, control_p=ps)
 
 
 def nested_metrics(res: FeedbackResult, summary: pd.DataFrame) -> dict[str, Any]:
@@ -246,6 +280,9 @@ def nested_metrics(res: FeedbackResult, summary: pd.DataFrame) -> dict[str, Any]
         if row.run != "dense":
             node[f"{row.measure}_delta"] = float(row.delta)
             node[f"{row.measure}_p"] = float(row.p_value)
+        if not np.isnan(row.control_p):  # LLM refit minus its no-LLM control
+            node[f"{row.measure}_vs_control_delta"] = float(row.control_delta)
+            node[f"{row.measure}_vs_control_p"] = float(row.control_p)
     diag = res.diagnostics.groupby("run", sort=False)[["llm_passages", "agreement_before", "agreement_after",
                                                         "cos_to_q0"]].mean()
     for name, values in diag.iterrows():
