@@ -10,8 +10,14 @@ export PYTHONHASHSEED := 0
 # Stage commands call `python`: the venv's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test test-fast lab mlflow lock plots clean readme bench
-setup: $(STAMP)
+.PHONY: setup repro test test-fast lab mlflow mlflow-server lock plots clean readme bench
+# JupyterLab opens the jupytext .py notebooks as notebooks (Open With -> Editor still shows the text): the settings
+# override below is installed into the venv, where `jupyter lab` reads it (share/jupyter/lab/settings).
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+setup: $(STAMP) $(LAB_OVERRIDES)
+
+$(LAB_OVERRIDES): tools/jupyterlab/overrides.json $(STAMP)
+	install -D -m 644 $< $@
 
 $(STAMP): requirements.lock requirements-models.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,8 +44,15 @@ test: setup
 test-fast: setup
 	$(TEST_ENV) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
+# Prints the URL to open (with its token); a busy port fails instead of silently moving to another one.
+LAB_PORT ?= 8888
+ifndef LAB_TOKEN
+LAB_TOKEN := $(shell od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+endif
 lab: setup
-	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir . $(if $(filter 0,$(shell id -u)),--allow-root)
+	@echo "JupyterLab: open http://127.0.0.1:$(LAB_PORT)/lab/tree/notebooks?token=$(LAB_TOKEN)"
+	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) --ServerApp.port_retries=0 --no-browser --notebook-dir . \
+		--IdentityProvider.token=$(LAB_TOKEN) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Lean on a small machine: one uvicorn worker and no job-execution (huey) workers, which only MLflow's GenAI
 # jobs need (`make mlflow MLFLOW_JOBS=true` turns them on); loopback only.
@@ -48,8 +61,22 @@ MLFLOW_WORKERS ?= 1
 MLFLOW_JOBS ?= false
 MLFLOW_DB ?= $(CURDIR)/mlflow.db
 mlflow: setup
+	@echo "MLflow: one experiment per paper, open http://127.0.0.1:$(MLFLOW_PORT)/#/experiments?workflowType=machine_learning"
+	@MLFLOW_TRACKING_URI=sqlite:///$(MLFLOW_DB) $(BIN)/python -m lab.tracking urls http://127.0.0.1:$(MLFLOW_PORT)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$(MLFLOW_JOBS) $(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) \
 		--workers $(MLFLOW_WORKERS) --backend-store-uri sqlite:///$(MLFLOW_DB)
+
+# A shared tracking server for a team: stages log to it when MLFLOW_TRACKING_URI=http://HOST:PORT is set (lab.tracking).
+# Backend: sqlite (default) or PostgreSQL (MLFLOW_BACKEND_URI=postgresql://user@host/db, needs psycopg2); artifacts are
+# proxied by the server into MLFLOW_ARTIFACTS (a folder, s3://bucket/prefix or gs://bucket/prefix). Loopback by
+# default: put it behind an authenticating reverse proxy before MLFLOW_HOST=0.0.0.0.
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_BACKEND_URI ?= sqlite:///$(CURDIR)/mlflow-server.db
+MLFLOW_ARTIFACTS ?= $(CURDIR)/mlflow-server-artifacts
+mlflow-server: setup
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$(MLFLOW_JOBS) $(BIN)/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) \
+		--workers $(MLFLOW_WORKERS) --backend-store-uri $(MLFLOW_BACKEND_URI) \
+		--serve-artifacts --artifacts-destination $(MLFLOW_ARTIFACTS)
 
 plots: setup
 	$(BIN)/dvc plots show --html-template dvc_plots/offline.html
@@ -62,7 +89,7 @@ readme: setup
 # (bench_*), so `make repro` runs them once; `make bench` measures again (timings vary) and refreshes the report.
 bench: setup
 	$(BIN)/python bench/first_latency.py
-	$(BIN)/dvc repro --force --single-item bench_nanovdr bench_stages
+	$(BIN)/dvc repro --force --single-item bench_nanovdr bench_laser bench_specontext bench_stages
 	$(BIN)/dvc repro report
 
 lock:

@@ -25,7 +25,9 @@ from lab import tracking
 from lab.paths import repo_root, write_json
 
 GROUPS = {"foundation": ("data", "models", "firststage"), "first": ("first_train", "first_rerank", "first_report"),
-          "first_feedback": ("first_feedback",), "nanovdr": ("nanovdr_index", "nanovdr_distill", "nanovdr_report")}
+          "first_feedback": ("first_feedback",), "nanovdr": ("nanovdr_index", "nanovdr_distill", "nanovdr_report"),
+          "laser": ("laser_reasoning", "laser_train", "laser_eval", "laser_report"),
+          "specontext": ("specontext_dlm", "specontext_heads", "specontext_eval", "specontext_report")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     for stage in stages:
         found = client.search_runs(experiments, f"tags.stage = '{stage}' and tags.profile = '{profile}' and "
                                                 f"attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"])
-        found = [r for r in found if r.data.tags.get("interactive") != "true" and r.info.end_time]
+        found = [r for r in found if r.data.tags.get("interactive") != "true" and r.info.end_time
+                 and tracking.PARENT_TAG not in r.data.tags]   # a stage's own run, not its per-configuration children
         if found:
             r = found[0]
             seconds[stage] = round((r.info.end_time - r.info.start_time) / 1000, 1)

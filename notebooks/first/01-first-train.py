@@ -7,6 +7,10 @@
 # RankZephyr does) and with `L_rank` only. Smoke profile: SmolLM2-135M-Instruct + LoRA on TREC DL 2020 BM25
 # windows, gold orders from the graded qrels (ties broken by BM25 rank); DL 2019 is never trained on (checked).
 # Interrupted training resumes from `first.checkpoint_dir`.
+#
+# Run interactively (JupyterLab, not `lab.stage`), this notebook resolves every path from the repo root whatever the
+# kernel's folder, reads the pipeline's outputs, writes its own into `outputs/interactive/first_train/` (ignored by
+# git and DVC) and logs to MLflow tagged `source=interactive`; edit the `parameters` cell and re-run.
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -38,8 +42,8 @@ results, seconds = {}, {}
 for variant in cfg.variants:
     clock = first_common.Stopwatch()
     results[variant] = first_train.train_variant(cfg, variant, training, model_path=model_path,
-                                                 adapters_dir=Path(out_dir) / "adapters", seed=seed,
-                                                 checkpoint_root=cfg.checkpoint_dir, run=run)
+                                                 adapters_dir=Path(run.out_dir) / "adapters", seed=seed,
+                                                 checkpoint_root=run.output_path(cfg.checkpoint_dir), run=run)
     seconds[variant] = clock.seconds()
 curves = first_train.curves(results)
 endpoints = first_train.curve_endpoints(curves)

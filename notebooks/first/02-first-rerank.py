@@ -9,6 +9,10 @@
 # windows; latency is seconds per window, one window at a time, on the same windows and model. A 135M model does not
 # write a permutation by itself, so the smoke profile constrains generation to the `[X] > [Y]` grammar
 # (`first.rerank.generation`); the latency cell still times free generation, the paper's baseline.
+#
+# Run interactively (JupyterLab, not `lab.stage`), this notebook resolves every path from the repo root whatever the
+# kernel's folder, reads the pipeline's outputs, writes its own into `outputs/interactive/first_rerank/` (ignored by
+# git and DVC) and logs to MLflow tagged `source=interactive`; edit the `parameters` cell and re-run.
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -33,7 +37,7 @@ sets = first_rerank.eval_sets(cfg, lab.config.load("data", profile).out_dir)
 clock = first_common.Stopwatch()
 runs, timing, generations = first_rerank.rerank_all(cfg, sets, model_path=model_path, adapters_dir=adapters)
 rerank_seconds = clock.seconds()
-first_rerank.save_runs(runs, Path(out_dir) / "runs")
+first_rerank.save_runs(runs, Path(run.out_dir) / "runs")
 summary, per_query, taus = first_rerank.evaluate_all(cfg, sets, runs)
 run.log_metrics(nested_metrics(summary, taus))
 run.log_table(summary, "summary")

@@ -6,6 +6,10 @@
 # under single-token decoding (ablation: LM-only, rank-only, joint), Kendall τ between the two decodings, and
 # seconds per window. `metrics.json` holds the claims `experiments/first/expected.yaml` checks, each difference
 # between two configurations with the p-value of its paired test over the same queries (`*_p`).
+#
+# Run interactively (JupyterLab, not `lab.stage`), this notebook resolves every path from the repo root whatever the
+# kernel's folder, reads the pipeline's outputs, writes its own into `outputs/interactive/first_report/` (ignored by
+# git and DVC) and logs to MLflow tagged `source=interactive`; edit the `parameters` cell and re-run.
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -22,6 +26,7 @@ import seaborn as sns
 import lab.config
 import lab.tracking
 from lab.eval import plots  # noqa: F401  (sets the headless backend)
+from lab.methods.first import compare as first_compare
 from lab.rerank.evaluation import ablation_table, average_over, claims, main_table
 
 cfg = lab.config.load("first", profile)
@@ -46,6 +51,10 @@ run.log_metrics({"claims": found, "paper": {"beir_avg": beir_avg}, "train": trai
                  "seconds": {"train": train_metrics["seconds"], "rerank": rerank_metrics["seconds"]}})
 run.log_table(main.round(4), "main_table")
 run.log_table(ablation.round(4), "ablation")
+# one MLflow child run per configuration (params model/decoding/first_stage, metrics ndcg_10, ndcg_5, p_value, ...)
+configurations = first_compare.configurations(cfg, lab.config.load("data", profile).out_dir, rerank_dir / "runs",
+                                              summary, timing)
+first_compare.log_configurations(run, configurations)
 main.round(4)
 
 # %%

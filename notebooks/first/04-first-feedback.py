@@ -15,6 +15,10 @@
 # keeps the LLM-ordered passages that the dense top 100 also holds, pool `reranked` keeps all of them. The
 # control rows `teacher_fs_refit/splade_pp_ed/*` refit toward SPLADE++ED's own order of the same top 20 (no
 # LLM): the gap between them and the LLM rows is what the LLM's ranking adds over the candidates it was given.
+#
+# Run interactively (JupyterLab, not `lab.stage`), this notebook resolves every path from the repo root whatever the
+# kernel's folder, reads the pipeline's outputs, writes its own into `outputs/interactive/first_feedback/` (ignored
+# by git and DVC) and logs to MLflow tagged `source=interactive`; edit the `parameters` cell and re-run.
 
 # %% tags=["parameters"]
 profile = "smoke"

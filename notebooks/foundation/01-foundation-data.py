@@ -5,6 +5,10 @@
 # candidate lists with passage text (rank_llm's BM25, BM25+RM3, TAS-B, ada2, SPLADE++ED, RepLLaMA runs),
 # plus the unlabelled MS MARCO dev-subset query pool. Files come from `LAB_DATA_MIRROR`, else a verified
 # download (SHA-256), never from an unverified copy.
+#
+# Run interactively (JupyterLab, not `lab.stage`), this notebook resolves every path from the repo root whatever the
+# kernel's folder, reads the pipeline's outputs, writes its own into `outputs/interactive/data/` (ignored by git and
+# DVC) and logs to MLflow tagged `source=interactive`; edit the `parameters` cell and re-run.
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -21,7 +25,7 @@ from lab.eval import plots  # noqa: F401  (sets the headless backend)
 
 cfg = lab.config.load("data", profile)
 run = lab.tracking.current("data", out_dir, params=lab.config.as_plain(cfg), profile=profile)
-summary = trecdl.materialise(cfg, cfg.out_dir)
+summary = trecdl.materialise(cfg, run.output_path(cfg.out_dir))
 
 # %%
 rows = [

@@ -4,6 +4,10 @@
 # Evaluates the six first-stage top-100 runs every reranker in this repo starts from, with trec_eval
 # conventions (graded nDCG@10; MAP, MRR@10 and R@100 count grade ≥ 2 as relevant), and tests each run
 # against BM25 per query.
+#
+# Run interactively (JupyterLab, not `lab.stage`), this notebook resolves every path from the repo root whatever the
+# kernel's folder, reads the pipeline's outputs, writes its own into `outputs/interactive/firststage/` (ignored by
+# git and DVC) and logs to MLflow tagged `source=interactive`; edit the `parameters` cell and re-run.
 
 # %% tags=["parameters"]
 profile = "smoke"

@@ -22,6 +22,10 @@
 # **Smoke profile:** the teacher is all-mpnet-base-v2 over each page's *source text*, a stand-in for the
 # paper's Qwen3-VL-Embedding-2B over the page *image* (no VLM runs on CPU here). The page images are
 # still rendered and indexed by path; the paper profile's teacher reads them.
+#
+# Run interactively (JupyterLab, not `lab.stage`), this notebook resolves every path from the repo root whatever the
+# kernel's folder, reads the pipeline's outputs, writes its own into `outputs/interactive/nanovdr_index/` (ignored
+# by git and DVC) and logs to MLflow tagged `source=interactive`; edit the `parameters` cell and re-run.
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -44,7 +48,7 @@ cfg = lab.config.load("nanovdr", profile)
 seed = lab.config.read_params().get("seed", 0)
 run = lab.tracking.current("nanovdr_index", out_dir, params=lab.config.as_plain(cfg), profile=profile)
 
-summary = nanovdr_index.build_index(cfg, out_dir, seed=seed)
+summary = nanovdr_index.build_index(cfg, run.out_dir, seed=seed)
 run.log_metrics({"pages": summary["pages"], "queries": summary["queries"], "dim": summary["dim"],
                  "index_bytes_per_page_fp16": bytes_per_page(summary["dim"])})
 if cfg.benchmarks:     # paper profile: ViDoRe pages and queries the teacher embedded, per set
@@ -55,7 +59,7 @@ run.log_metrics({"timings_s": summary["timings"], "cache": summary["cache"]}, st
 pd.Series({**summary["pages"], **{f"queries_{k}": v for k, v in summary["queries"].items()}, **summary["timings"]})
 
 # %%
-art = nanovdr_index.load_index(out_dir)
+art = nanovdr_index.load_index(run.out_dir)
 index = DenseIndex([p.docid for p in art.pools["eval"]], art.page_emb["eval"])
 qrels = trecdl.load_materialised(cfg.data_dir, cfg.eval_dataset, []).qrels
 teacher_run = index.search(art.query_emb["eval"], cfg.search_depth, queries=art.queries["eval"], name="teacher")

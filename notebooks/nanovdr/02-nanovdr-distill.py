@@ -19,6 +19,10 @@
 # the teacher's top-1 page as pseudo-positive, listwise KL over the teacher's top-K, Margin-MSE, cosine +
 # KL) train here at the same budget (same queries, epochs, optimiser and schedule). Each objective is its
 # own MLflow run (tag `objective`, child of this stage's run); the best epoch by validation loss is kept.
+#
+# Run interactively (JupyterLab, not `lab.stage`), this notebook resolves every path from the repo root whatever the
+# kernel's folder, reads the pipeline's outputs, writes its own into `outputs/interactive/nanovdr_distill/` (ignored
+# by git and DVC) and logs to MLflow tagged `source=interactive`; edit the `parameters` cell and re-run.
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -44,14 +48,14 @@ train_params = lab.config.as_plain(cfg.train)
 curves = []
 for objective in cfg.objectives:
     child = lab.tracking.start_run(
-        "nanovdr_distill", profile=profile, out_dir=Path(out_dir) / "objectives" / objective,
+        "nanovdr_distill", profile=profile, out_dir=Path(run.out_dir) / "objectives" / objective,
         params={"seed": seed, "objective": objective, "student": cfg.student, "teacher": cfg.teacher,
                 "train": train_params},
         experiment=track.experiment, artifacts_dir=track.artifacts_dir,
         extra_tags={"objective": objective, "mlflow.parentRunId": run.run_id,
                     "mlflow.runName": f"nanovdr_distill-{objective}-{profile}"})
     try:
-        curve = nanovdr_distill.distill(cfg, objective, Path(out_dir) / "students" / f"{objective}.safetensors",
+        curve = nanovdr_distill.distill(cfg, objective, Path(run.out_dir) / "students" / f"{objective}.safetensors",
                                         index_dir=cfg.index_dir, seed=seed)
         for record in curve.drop(columns="objective").to_dict("records"):   # learning curve, step = epoch
             child.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))

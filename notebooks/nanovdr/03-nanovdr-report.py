@@ -19,6 +19,10 @@
 # nDCG@5 on ViDoRe with binary qrels). Retention = student / teacher, and each run is t-tested per query
 # against the teacher. `student-untrained` is the student before distillation (the same seeded projector
 # the six objectives start from): the floor their retention is read against.
+#
+# Run interactively (JupyterLab, not `lab.stage`), this notebook resolves every path from the repo root whatever the
+# kernel's folder, reads the pipeline's outputs, writes its own into `outputs/interactive/nanovdr_report/` (ignored
+# by git and DVC) and logs to MLflow tagged `source=interactive`; edit the `parameters` cell and re-run.
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -33,7 +37,7 @@ import seaborn as sns
 import lab.config
 import lab.tracking
 from lab.eval import plots
-from lab.methods.nanovdr import evaluate as nanovdr_evaluate, index as nanovdr_index
+from lab.methods.nanovdr import compare as nanovdr_compare, evaluate as nanovdr_evaluate, index as nanovdr_index
 from lab.retrieval import bytes_per_page
 
 cfg = lab.config.load("nanovdr", profile)
@@ -55,6 +59,9 @@ run.log_table(summary[["run", "measure", "mean", "delta", "p_value", "significan
 run.log_table(report.comparison.per_query[["run", "qid", "measure", "value"]], "per_query")
 run.log_table(retention, "retention")
 run.log_table(retention[retention["measure"] == "ndcg_10"][["run", "retention"]], "retention_ndcg_10")
+# the evaluated metrics (retention, ndcg_10, p_value, ...) on the distill stage's per-objective MLflow runs
+nanovdr_compare.log_objectives(run, nanovdr_compare.objective_metrics(summary, retention, cfg.objectives),
+                               profile=profile, experiment=lab.config.load("tracking", profile).experiment)
 retention.pivot(index="run", columns="measure", values=["mean", "retention"]).round(4)
 
 # %%

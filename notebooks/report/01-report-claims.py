@@ -6,6 +6,10 @@
 # between two systems, the paired test's p-value; then each paper's central table beside ours, its results tables
 # and figures. Writes `index.html` (self-contained, opens offline), its markdown twin `index.md` (the source of
 # README's results tables: `make readme`) and `claims.csv`.
+#
+# Run interactively (JupyterLab, not `lab.stage`), this notebook resolves every path from the repo root whatever the
+# kernel's folder, reads the pipeline's outputs, writes its own into `outputs/interactive/report/` (ignored by git
+# and DVC) and logs to MLflow tagged `source=interactive`; edit the `parameters` cell and re-run.
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -30,7 +34,7 @@ claims[["paper", "claim", "profile", "paper_value", "ours", "p", "verdict"]]
 # %%
 fig = lab_report.verdict_figure(report)
 report.extra_figures.append(run.log_figure(fig, "verdicts"))
-paths = lab_report.write(report, out_dir)
+paths = lab_report.write(report, run.out_dir)
 run.log_table(claims, "claims")
 for path in (paths["html"], paths["md"]):
     run.log_artifact(path, "report")

@@ -107,8 +107,10 @@ def active_profile(path: str | os.PathLike | None = None, raw: Mapping[str, Any]
     return profile
 
 
-def load(name: str, profile: str | None = None, path: str | os.PathLike | None = None):
-    """Section ``name`` of ``params.yaml`` for ``profile`` (default: the file's ``profile``)."""
+def load(name: str, profile: str | None = None, path: str | os.PathLike | None = None, *,
+         dry_run: bool | None = None):
+    """Section ``name`` of ``params.yaml`` for ``profile`` (default: the file's ``profile``). ``dry_run`` (default:
+    ``LAB_PAPER_DRY_RUN``, :mod:`lab.preflight`): the paper profile with the section's ``paper_dry_run`` overlay."""
     file = params_path(path)
     raw = read_params(file)
     profile = profile or active_profile(file, raw)
@@ -119,7 +121,7 @@ def load(name: str, profile: str | None = None, path: str | os.PathLike | None =
         raise ConfigError(f"{file}: no schema for section {name!r}; known: {sorted(schemas())}")
     if name not in raw:
         raise ConfigError(f"{file}: missing section {name!r}")
-    values = resolve_profile(raw[name], profile, f"{file}: {name}")
+    values = resolve_profile(raw[name], profile, f"{file}: {name}", dry_run=dry_run)
     return build(cls, values, f"{file}: {name}")
 
 
@@ -134,7 +136,12 @@ def load_all(profile: str | None = None, path: str | os.PathLike | None = None) 
     return {name: load(name, profile, path) for name in known if name in raw}
 
 
-def resolve_profile(values: Any, profile: str, where: str) -> dict[str, Any]:
+# Not a profile: merged over ``profiles.paper`` when the paper profile runs as a dry run (LAB_PAPER_DRY_RUN=1):
+# the paper's architectures as random-init tiny models on tiny data (lab.preflight).
+DRY_RUN_OVERLAY = "paper_dry_run"
+
+
+def resolve_profile(values: Any, profile: str, where: str, dry_run: bool | None = None) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
     values = dict(values)
@@ -142,9 +149,17 @@ def resolve_profile(values: Any, profile: str, where: str) -> dict[str, Any]:
     if not isinstance(overrides, dict):
         raise ConfigError(f"{where}.profiles: expected a mapping of profile -> overrides")
     for p in overrides:
-        if p not in PROFILES:
-            raise ConfigError(f"{where}.profiles: unknown profile {p!r}{_hint(p, PROFILES)}")
-    return _merge(values, overrides.get(profile) or {}, f"{where}.profiles.{profile}")
+        if p not in PROFILES and p != DRY_RUN_OVERLAY:
+            raise ConfigError(f"{where}.profiles: unknown profile {p!r}{_hint(p, (*PROFILES, DRY_RUN_OVERLAY))}")
+    merged = _merge(values, overrides.get(profile) or {}, f"{where}.profiles.{profile}")
+    if profile == "paper" and DRY_RUN_OVERLAY in overrides:
+        if dry_run is None:
+            from lab.preflight import dry_run as _env_dry_run
+
+            dry_run = _env_dry_run()
+        if dry_run:
+            merged = _merge(merged, overrides[DRY_RUN_OVERLAY] or {}, f"{where}.profiles.{DRY_RUN_OVERLAY}")
+    return merged
 
 
 def _merge(base: dict, over: Mapping, where: str) -> dict:
@@ -336,6 +351,12 @@ def check(path: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
                 load(name, profile, file)
             except ConfigError as e:
                 problem(str(e), profile)
+    for name, values in raw.items():     # the paper dry-run overlays load too (LAB_PAPER_DRY_RUN=1)
+        if isinstance(values, dict) and DRY_RUN_OVERLAY in (values.get("profiles") or {}) and schema(name):
+            try:
+                load(name, "paper", file, dry_run=True)
+            except ConfigError as e:
+                problem(str(e), "paper")
     if problems:
         lines = []
         for message, profiles in problems.items():

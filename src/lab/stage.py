@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from lab import config, tracking
+from lab import config, preflight, tracking
 from lab.paths import repo_root
 
 
@@ -127,6 +127,7 @@ def run_stage(stage: str, notebook: str | os.PathLike, section: str | None = Non
     """Execute ``notebook`` for ``stage``; return the final output folder."""
     root = Path(root or repo_root())
     config.check(root / "params.yaml")  # first of all: every section, every profile; a typo touches nothing
+    preflight.check(stage, config.active_profile(root / "params.yaml"))   # paper profile: GPU + Hub, or dry run
     import jupytext
     import papermill
 
@@ -147,7 +148,8 @@ def run_stage(stage: str, notebook: str | os.PathLike, section: str | None = Non
     run = tracking.start_run(
         stage, profile=profile, params={"seed": seed, section: config.as_plain(cfg)}, out_dir=staging,
         experiment=track.experiment, artifacts_dir=track.artifacts_dir, root=root,
-        extra_tags={"notebook": str(notebook.relative_to(root)) if notebook.is_relative_to(root) else str(notebook)},
+        extra_tags={"notebook": str(notebook.relative_to(root)) if notebook.is_relative_to(root) else str(notebook),
+                    **({"paper_dry_run": "true"} if profile == "paper" and preflight.dry_run() else {})},
     )
     os.environ.update({
         tracking.ENV_RUN_ID: run.run_id, tracking.ENV_STAGE: stage, tracking.ENV_OUT_DIR: str(staging),
@@ -182,6 +184,9 @@ def run_stage(stage: str, notebook: str | os.PathLike, section: str | None = Non
     finally:
         signal.signal(signal.SIGTERM, previous)
     run.log_artifact(executed)
+    data_dir = tracking.data_folder(root, profile)
+    if data_dir is not None:
+        run.log_datasets(data_dir)  # the `data` stage materialised them just now; others logged them at start
     old = final.parent / f".{final.name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -213,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         print(untouched(args.stage, root) if root else f"stage {args.stage}: nothing was run", file=sys.stderr)
         print("fix params.yaml (`python -m lab.config check` validates it) and run again", file=sys.stderr)
+        return 1
+    except preflight.PreflightError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
     except (StageFailed, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -77,7 +77,7 @@ def test_repro_runs_every_stage_and_tracks_it(tiny_repo):
     for stage in STAGES:
         assert f"Running stage '{stage}'" in out
         assert (root / "outputs" / stage / "notebook.ipynb").is_file()
-    assert set(BENCH) >= {"bench_nanovdr", "bench_stages"}
+    assert set(BENCH) >= {"bench_nanovdr", "bench_laser", "bench_specontext", "bench_stages"}
     for stage, path in BENCH.items():  # the bench JSONs the claims read, of this profile
         assert f"Running stage '{stage}'" in out
         assert json.loads((root / path).read_text())["profile"] == "tiny", stage
@@ -281,5 +281,92 @@ def test_report_page_twin_and_readme(tiny_repo, tmp_path):
     if browser.chromium() is None:
         pytest.skip(browser.SKIP_REASON)
     seen = browser.open_offline(rep / "index.html", tmp_path / "report.png")
-    assert seen["central"] == ["foundation", "first", "nanovdr"], seen["central"]
+    assert seen["central"] == ["foundation", "first", "nanovdr", "laser", "specontext"], seen["central"]
     assert seen["broken"] == 0 and seen["images"] >= 6, (seen["images"], seen["broken"])
+
+
+# ---- issue 13: runs you can compare in MLflow; notebooks run interactively from their own folder ---------------
+def stage_run(client, runs, stage):
+    """The latest FINISHED run of ``stage`` that lab.stage opened (not a child, not interactive)."""
+    found = [r for r in runs if r.data.tags.get("stage") == stage and r.data.tags.get("source") == "stage"
+             and "mlflow.parentRunId" not in r.data.tags and r.info.status == "FINISHED"]
+    return max(found, key=lambda r: r.info.start_time)
+
+
+def test_mlflow_paper_experiments_children_inputs_and_source(tiny_repo):
+    """One model-training experiment per paper; FIRST's report run has one child per configuration with ndcg_10
+    (equal to summary.csv); NanoVDR's distill children carry the report's retention; every run has the TREC DL
+    inputs with their digest and a git commit of this repo as source."""
+    import pandas as pd
+
+    root, env, _ = tiny_repo
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exps = {e.name: e for e in client.search_experiments()}
+    assert {"lab/foundation", "lab/first", "lab/nanovdr"} <= set(exps)
+    assert all(exps[n].tags.get("mlflow.experimentKind") == "custom_model_development" for n in exps if "/" in n)
+    runs = mlflow_runs(root)
+    assert {r.data.tags["stage"] for r in runs if r.info.experiment_id == exps["lab/foundation"].experiment_id} >= {
+        "data", "models", "firststage", "report"}
+
+    report = stage_run(client, runs, "first_report")
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == report.info.run_id]
+    summary = pd.read_csv(root / "outputs" / "first_rerank" / "summary.csv")
+    want = {(row.first_stage, row.config): row.mean for row in summary[summary["measure"] == "ndcg_10"].itertuples()}
+    got = {}
+    for k in kids:
+        p = k.data.params
+        config = "first_stage" if p["model"] == "none" else f"{p['model']}_{p['decoding']}"
+        got[(p["first_stage"], config)] = k.data.metrics["ndcg_10"]
+        assert {"ndcg_10", "ndcg_5"} <= set(k.data.metrics) and k.info.experiment_id == exps["lab/first"].experiment_id
+    assert set(got) == set(want) and all(abs(got[c] - want[c]) < 5e-7 for c in want)
+
+    distill = stage_run(client, runs, "nanovdr_distill")
+    objectives = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == distill.info.run_id]
+    retention = pd.read_csv(root / "outputs" / "nanovdr_report" / "retention.csv")
+    want = {row.run.removeprefix("student-"): row.retention
+            for row in retention[(retention["measure"] == "ndcg_10") & retention["run"].str.startswith("student-")
+                                 & (retention["run"] != "student-untrained")].itertuples()}
+    assert {r.data.params["objective"]: r.data.metrics["retention"] for r in objectives} == pytest.approx(want, abs=6e-7)  # csv: 6 decimals
+    assert all({"ndcg_10", "p_value"} <= set(r.data.metrics) for r in objectives)
+
+    digest = hashlib.sha256()
+    for name in ("qrels.txt", "queries.tsv"):
+        digest.update(name.encode() + b"\0" + (root / "data" / "trec-dl-2019" / name).read_bytes())
+    for r in runs:
+        inputs = {d.dataset.name: d.dataset.digest for d in r.inputs.dataset_inputs}
+        assert inputs.get("trec-dl-2019") == digest.hexdigest()[:16], (r.data.tags.get("mlflow.runName"), inputs)
+        commit = r.data.tags.get("mlflow.source.git.commit", "")
+        assert re.fullmatch(r"[0-9a-f]{40}", commit), r.data.tags.get("mlflow.runName")
+        sh(["git", "cat-file", "-e", f"{commit}^{{commit}}"], root, env)
+
+
+KERNEL_RUN = """
+import sys, jupytext, papermill
+nb = jupytext.read(sys.argv[1])
+papermill.execute_notebook(nb, sys.argv[2], parameters={"profile": "tiny"}, kernel_name="python3", language="python", cwd=sys.argv[3],
+                           progress_bar=False)
+"""
+
+
+def test_report_notebook_runs_interactively_from_its_own_folder(tiny_repo, tmp_path):
+    """As a JupyterLab kernel runs it (cwd = the notebook's folder, no lab.stage): 03-first-report reads the
+    pipeline's outputs, writes only under outputs/interactive/first_report/, logs a source=interactive run, and
+    `dvc status` is what it was."""
+    root, env, _ = tiny_repo
+    skip = ("outputs/interactive/", "mlflow.db", "mlartifacts/", ".git/", ".dvc/tmp/", ".dvc/cache/")
+    def files():
+        return {p.relative_to(root).as_posix(): p.stat().st_mtime_ns for p in root.rglob("*")
+                if p.is_file() and not p.relative_to(root).as_posix().startswith(skip)}
+    status = sh(["dvc", "status"], root, env)
+    before, runs_before = files(), {r.info.run_id for r in mlflow_runs(root)}
+    folder = root / "notebooks" / "first"
+    sh([sys.executable, "-c", KERNEL_RUN, str(folder / "03-first-report.py"), str(tmp_path / "run.ipynb"), str(folder)],
+       root, env)
+    assert files() == before, "an interactive run wrote outside outputs/interactive/"
+    made = root / "outputs" / "interactive" / "first_report"
+    assert {"main_table.csv", "ablation.csv", "metrics.json"} <= {p.name for p in made.iterdir()}
+    assert sh(["dvc", "status"], root, env) == status
+    new = [r for r in mlflow_runs(root) if r.info.run_id not in runs_before]
+    (parent,) = [r for r in new if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.tags["source"] == "interactive" and parent.data.tags["stage"] == "first_report"
+    assert len(new) > 1 and all(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in new if r is not parent)

@@ -19,12 +19,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from lab.data.formats import DataFormatError
 from lab.records import Qrels, Query
 
-__all__ = ["BeirDataset", "load_beir", "read_beir_corpus", "read_beir_queries", "read_beir_qrels"]
+__all__ = ["BeirDataset", "BeirFiles", "beir_files", "beir_text", "iter_beir_corpus", "load_beir", "read_beir_corpus",
+           "read_beir_queries", "read_beir_qrels", "read_beir_texts", "judged_queries"]
 
 
 @dataclass
@@ -55,14 +56,33 @@ def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
         yield no, obj
 
 
-def read_beir_corpus(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
-    corpus: dict[str, tuple[str, str]] = {}
+def beir_text(title: str, text: str) -> str:
+    """One passage string as the official FIRST code builds it (convert_results.py): ``title + ". " + text``,
+    or the text alone when the title is empty."""
+    return f"{title}. {text}" if title else text
+
+
+def iter_beir_corpus(path: str | os.PathLike) -> Iterator[tuple[str, str, str]]:
+    """``(docid, title, text)`` in file order, one record at a time (5-9M-document corpora never sit in memory)."""
     for no, obj in _jsonl(Path(path)):
         text = obj.get("text")
         if not isinstance(text, str):
             raise DataFormatError(path, no, "document has no 'text' string")
-        corpus[str(obj["_id"])] = (obj.get("title") or "", text)
-    return corpus
+        yield str(obj["_id"]), obj.get("title") or "", text
+
+
+def read_beir_corpus(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
+    return {docid: (title, text) for docid, title, text in iter_beir_corpus(path)}
+
+
+def read_beir_texts(path: str | os.PathLike, docids: Iterable[str]) -> dict[str, str]:
+    """:func:`beir_text` of only ``docids`` (e.g. a run's top 100 per query), streaming the corpus once."""
+    wanted = set(docids)
+    out = {d: beir_text(title, text) for d, title, text in iter_beir_corpus(path) if d in wanted}
+    missing = wanted - set(out)
+    if missing:
+        raise DataFormatError(path, None, f"{len(missing)} docids are not in the corpus: {sorted(missing)[:5]}")
+    return out
 
 
 def read_beir_queries(path: str | os.PathLike) -> list[Query]:
@@ -135,6 +155,43 @@ def hub_ids(name: str) -> tuple[str, str]:
     return repo, f"{repo}-qrels"
 
 
+@dataclass(frozen=True)
+class BeirFiles:
+    name: str
+    corpus: Path
+    queries: Path
+    qrels: Path
+
+
+def beir_files(folder_or_hf_id: str | os.PathLike, split: str = "test", *, revision: str | None = None,
+               qrels_revision: str | None = None) -> BeirFiles:
+    """Where one BEIR set's corpus, queries and ``split`` qrels are: a local folder, else the Hub (:func:`hub_ids`).
+
+    ``revision`` / ``qrels_revision`` pin the two Hub repos (commit ids make runs reproducible).
+    """
+    local = Path(folder_or_hf_id)
+    if local.is_dir():
+        return BeirFiles(local.name, _find(local, "corpus.jsonl", "corpus.jsonl.gz"),
+                         _find(local, "queries.jsonl", "queries.jsonl.gz"),
+                         _find(local / "qrels", f"{split}.tsv", f"{split}.tsv.gz"))
+    repo, qrels_repo = hub_ids(str(folder_or_hf_id))
+    return BeirFiles(repo.rsplit("/", 1)[1],
+                     _hub_file(repo, ["corpus.jsonl.gz", "corpus.jsonl"], revision, _hf_download),
+                     _hub_file(repo, ["queries.jsonl.gz", "queries.jsonl"], revision, _hf_download),
+                     _hub_file(qrels_repo, [f"{split}.tsv", f"qrels/{split}.tsv"], qrels_revision, _hf_download))
+
+
+def judged_queries(files: BeirFiles) -> tuple[list[Query], Qrels]:
+    """Queries judged in the qrels (file order) and the qrels; every judged qid must have a query."""
+    qrels = read_beir_qrels(files.qrels)
+    queries = [q for q in read_beir_queries(files.queries) if q.qid in qrels]
+    unknown = set(qrels.qids) - {q.qid for q in queries}
+    if unknown:
+        raise DataFormatError(files.qrels, None, f"{len(unknown)} judged qids have no query in {files.queries}: "
+                                                 f"{sorted(unknown)[:5]}")
+    return queries, qrels
+
+
 def load_beir(
     folder_or_hf_id: str | os.PathLike,
     split: str = "test",
@@ -142,26 +199,11 @@ def load_beir(
     revision: str | None = None,
     qrels_revision: str | None = None,
 ) -> BeirDataset:
-    """Corpus, judged queries and qrels of one BEIR set, from a local folder or the Hub.
+    """Corpus, judged queries and qrels of one BEIR set, from a local folder or the Hub (:func:`beir_files`).
 
-    An existing directory is read locally; anything else is a Hub id (see :func:`hub_ids`).
-    ``revision`` / ``qrels_revision`` pin the two Hub repos (commit ids make runs reproducible).
+    Holds the whole corpus: for 5-9M-document sets use :func:`beir_files` with :func:`iter_beir_corpus` or
+    :func:`read_beir_texts` instead.
     """
-    local = Path(folder_or_hf_id)
-    if local.is_dir():
-        name = local.name
-        corpus_path = _find(local, "corpus.jsonl", "corpus.jsonl.gz")
-        queries_path = _find(local, "queries.jsonl", "queries.jsonl.gz")
-        qrels_path = _find(local / "qrels", f"{split}.tsv", f"{split}.tsv.gz")
-    else:
-        repo, qrels_repo = hub_ids(str(folder_or_hf_id))
-        name = repo.rsplit("/", 1)[1]
-        corpus_path = _hub_file(repo, ["corpus.jsonl.gz", "corpus.jsonl"], revision, _hf_download)
-        queries_path = _hub_file(repo, ["queries.jsonl.gz", "queries.jsonl"], revision, _hf_download)
-        qrels_path = _hub_file(qrels_repo, [f"{split}.tsv", f"qrels/{split}.tsv"], qrels_revision, _hf_download)
-    qrels = read_beir_qrels(qrels_path)
-    queries = [q for q in read_beir_queries(queries_path) if q.qid in qrels]
-    unknown = set(qrels.qids) - {q.qid for q in queries}
-    if unknown:
-        raise DataFormatError(qrels_path, None, f"{len(unknown)} judged qids have no query in {queries_path}: {sorted(unknown)[:5]}")
-    return BeirDataset(name, read_beir_corpus(corpus_path), queries, qrels)
+    files = beir_files(folder_or_hf_id, split, revision=revision, qrels_revision=qrels_revision)
+    queries, qrels = judged_queries(files)
+    return BeirDataset(files.name, read_beir_corpus(files.corpus), queries, qrels)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["cosine_alignment", "mse_alignment", "infonce", "listwise_kl", "margin_mse", "cosine_plus_kl",
-           "OBJECTIVES"]
+           "alignment_kl", "OBJECTIVES"]
 
 OBJECTIVES = ("cosine", "mse", "infonce", "listwise_kl", "margin_mse", "cosine_kl")
 
@@ -110,3 +110,23 @@ def cosine_plus_kl(student: Tensor, teacher: Tensor, student_scores: Tensor, tea
     """
     return cosine_alignment(student, teacher) + weight * listwise_kl(
         student_scores, teacher_scores, temperature=temperature)
+
+
+def alignment_kl(student: Tensor, teacher: Tensor, student_scores: Tensor | None, teacher_scores: Tensor | None, *,
+                 align_weight: float, kl_weight: float, temperature: float = 0.05) -> Tensor:
+    """The paper's objective sweep: ``L = α · L_cos + β · L_KL`` over (α, β) ∈ {(1,0), (1,0.5), (1,1), (0.5,1), (0,1)}
+    (NanoVDR's loss-ablation table: pure alignment, alignment plus ranking KL, pure ranking KL).
+
+    A term whose weight is 0 is not computed, so (1, 0) is :func:`cosine_alignment` and needs no page scores, and
+    (0, 1) is :func:`listwise_kl`. student, teacher: [B, D]; student_scores, teacher_scores: [B, K] or None.
+    """
+    if align_weight < 0 or kl_weight < 0 or align_weight == kl_weight == 0:
+        raise ValueError(f"alignment_kl: weights ({align_weight}, {kl_weight}) must be >= 0, not both 0")
+    loss = student.new_zeros((), dtype=torch.float32)
+    if align_weight:
+        loss = loss + align_weight * cosine_alignment(student, teacher)
+    if kl_weight:
+        if student_scores is None or teacher_scores is None:
+            raise ValueError("alignment_kl: kl_weight > 0 needs student and teacher page scores")
+        loss = loss + kl_weight * listwise_kl(student_scores, teacher_scores, temperature=temperature)
+    return loss

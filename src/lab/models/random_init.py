@@ -25,7 +25,7 @@ from lab.paths import cache_dir, dumps_json
 
 GENERATOR_VERSION = 1  # bump when the build below changes, to invalidate cached random models
 
-DECODER_ARCHS = {"llama", "mistral", "qwen2"}
+DECODER_ARCHS = {"llama", "mistral", "qwen2", "qwen3"}
 ENCODER_ARCHS = {"bert", "distilbert"}
 TOKENIZER_SOURCE = {"decoder": "smollm2-135m-instruct", "encoder": "all-minilm-l6-v2"}
 VOCAB = {"decoder": 49152, "encoder": 30522}  # len() of the two tokenizers above
@@ -43,6 +43,7 @@ SPECS: dict[str, tuple[str, dict[str, Any], str]] = {
     "llama-tiny": ("llama", _DECODER_TINY, "float32"),
     "mistral-tiny": ("mistral", {**_DECODER_TINY, "sliding_window": None}, "float32"),
     "qwen2-tiny": ("qwen2", _DECODER_TINY, "float32"),
+    "qwen3-tiny": ("qwen3", {**_DECODER_TINY, "head_dim": 16}, "float32"),   # LaSER's backbone family
     "bert-tiny": ("bert", {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
                            "intermediate_size": 256, "max_position_embeddings": 512}, "float32"),
     "distilbert-tiny": ("distilbert", {"dim": 64, "n_layers": 2, "n_heads": 4, "hidden_dim": 256,
@@ -67,6 +68,11 @@ SPECS: dict[str, tuple[str, dict[str, Any], str]] = {
                            "num_key_value_heads": 4, "intermediate_size": 18944,
                            "max_position_embeddings": 32768, "rope_theta": 1000000.0,
                            "rms_norm_eps": 1e-6, "tie_word_embeddings": False}, "bfloat16"),
+    # Qwen3-0.6B (LaSER's main backbone; published config: 28 layers, 16/8 heads of 128, tied embeddings).
+    "qwen3-0.6b": ("qwen3", {"hidden_size": 1024, "num_hidden_layers": 28, "num_attention_heads": 16,
+                             "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 3072,
+                             "max_position_embeddings": 40960, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
+                             "tie_word_embeddings": True}, "bfloat16"),
 }
 
 _REF = re.compile(r"^(?P<spec>[a-z0-9]+-[a-z0-9.]+)(?:@(?:seed=)?(?P<seed>\d+))?$")
@@ -104,7 +110,7 @@ def random_config(spec: str):
 
 
 def _architecture(model_type: str, fam: str) -> str:
-    base = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "bert": "Bert",
+    base = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "bert": "Bert",
             "distilbert": "DistilBert"}[model_type]
     return f"{base}ForCausalLM" if fam == "decoder" else f"{base}Model"
 

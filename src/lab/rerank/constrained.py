@@ -130,6 +130,9 @@ class ConstrainedScorer(_LLMScorer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.engine.name != "hf":       # the decode below drives the HF model's KV cache step by step
+            raise ValueError(f"constrained generation runs on the HF engine only, not {self.engine.name!r}; "
+                             "use first.rerank.generation: free with vLLM")
         self.identifier_ids = self._identifier_ids()
         self.separator_ids = separator_token_ids(self.tokenizer, self.prompt, self.identifier_ids)
         self.memo: dict[tuple, tuple[list[int], list[int]]] = {}

@@ -17,8 +17,15 @@ permutation from the assistant message. A target that repeats or omits identifie
 :func:`lab.rerank.listwise.parse_permutation` does (missing passages appended in input order) and counted
 as ``repaired``; a row that cannot be parsed is skipped and counted.
 
-Hub ids load through the ``datasets`` package, imported lazily (not needed for local files); local
-``.jsonl``, ``.jsonl.gz`` and ``.json`` (a list of rows) files are read directly.
+Local ``.jsonl``, ``.jsonl.gz``, ``.json`` (a list of rows) and ``.parquet`` files are read directly. A Hub id
+(``rryisthebest/rank_zephyr_training_data_alpha``, ``hf:`` prefix optional) needs no ``datasets`` package:
+the split's files are found, in this order, in the data mirror's ``hf-datasets/<owner>/<name>/`` folder
+(``LAB_DATA_MIRROR``, laid out like the Hub repo), then through ``huggingface_hub.snapshot_download`` of
+only the data files (``LAB_OFFLINE=1``: the local HF cache only), first at ``revision`` (default main),
+then - when the repo holds no such files there - at the Hub's parquet-converter branch
+``refs/convert/parquet`` (``default/<split>/*.parquet``). Parquet is read with pyarrow, batch by batch.
+Which files the Hub repo holds was not checked online from here, hence the search order: ``data/<split>-*
+.parquet`` (``push_to_hub``), ``<split>-*.parquet``, ``default/<split>/*.parquet``, then JSON lines / JSON.
 """
 
 from __future__ import annotations
@@ -92,9 +99,26 @@ def parse_row(row: dict) -> tuple[RankExample, bool]:
     return RankExample(query, passages, ranks), repaired
 
 
+def _parquet_rows(path: Path) -> Iterator[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:              # not parquet, truncated footer
+        raise ValueError(f"{path}: not a readable parquet file: {e}") from None
+    names = set(pf.schema_arrow.names)
+    if "conversations" not in names:
+        raise ValueError(f"{path}: no 'conversations' column (columns: {sorted(names)})")
+    for batch in pf.iter_batches(batch_size=256, columns=[c for c in ("id", "conversations") if c in names]):
+        yield from batch.to_pylist()
+
+
 def read_rows(path: str | os.PathLike) -> Iterator[dict]:
-    """Rows of a local ``.jsonl``/``.jsonl.gz`` (one object per line) or ``.json`` (a list) file."""
+    """Rows of a local ``.jsonl``/``.jsonl.gz`` (one object per line), ``.json`` (a list) or ``.parquet`` file."""
     path = Path(path)
+    if path.suffix == ".parquet":
+        yield from _parquet_rows(path)
+        return
     if path.suffix == ".json":
         rows = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(rows, list):
@@ -111,13 +135,65 @@ def read_rows(path: str | os.PathLike) -> Iterator[dict]:
                     raise ValueError(f"{path}:{no}: not valid JSON: {e}") from None
 
 
+# ------------------------------------------------------------------------------------------------ the Hub
+MIRROR_SUBDIR = "hf-datasets"              # <mirror>/hf-datasets/<owner>/<name>/, as lab.data.vidore
+PARQUET_BRANCH = "refs/convert/parquet"    # the Hub's parquet-converter branch: default/<split>/NNNN.parquet
+
+
+def _split_patterns(split: str) -> list[str]:
+    return [f"data/{split}-*.parquet", f"{split}-*.parquet", f"default/{split}/*.parquet",
+            f"{split}*.jsonl", f"{split}*.jsonl.gz", f"{split}*.json", f"data/{split}*.jsonl", f"data/{split}*.json",
+            "*.jsonl", "*.jsonl.gz"]
+
+
+def split_files(folder: Path, split: str) -> list[Path]:
+    """The split's data files in a folder laid out like the Hub repo: the first pattern that matches wins."""
+    for pattern in _split_patterns(split):
+        files = sorted(p for p in folder.glob(pattern) if p.is_file())
+        if files:
+            return files
+    return []
+
+
+def _hf_snapshot(repo_id: str, allow_patterns: list[str], revision: str | None, local_only: bool) -> str:
+    """``snapshot_download`` of a dataset repo, only ``allow_patterns`` (the seam tests replace)."""
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo_id=repo_id, repo_type="dataset", revision=revision,
+                             allow_patterns=allow_patterns, local_files_only=local_only)
+
+
+def hub_files(dataset_id: str, split: str = "train", revision: str | None = None) -> list[Path]:
+    """Data files of ``split`` of a Hub dataset: the mirror folder, else the Hub (see the module docstring)."""
+    from lab.data.sources import DataUnavailableError, mirror_dir, offline
+
+    repo = dataset_id.removeprefix("hf:")
+    tried = []
+    mirror = mirror_dir()
+    if mirror is not None:
+        files = split_files(mirror / MIRROR_SUBDIR / repo, split)
+        if files:
+            return files
+        tried.append(f"mirror {mirror / MIRROR_SUBDIR / repo} (no {split} parquet/jsonl files)")
+    for rev in [revision] if revision is not None else [None, PARQUET_BRANCH]:
+        try:
+            folder = Path(_hf_snapshot(repo, _split_patterns(split), rev, offline()))
+        except Exception as err:        # network, auth, unknown revision, LocalEntryNotFound under LAB_OFFLINE
+            tried.append(f"Hugging Face dataset {repo}@{rev or 'main'}"
+                         f"{' (local cache only: LAB_OFFLINE is set)' if offline() else ''}: {type(err).__name__}: {err}")
+            continue
+        files = split_files(folder, split)
+        if files:
+            return files
+        tried.append(f"Hugging Face dataset {repo}@{rev or 'main'}: no {split} data files")
+    raise DataUnavailableError(f"training data {repo!r} ({split}) is not available. Tried: " + "; ".join(tried) +
+                               f". Put the repo's files under <LAB_DATA_MIRROR>/{MIRROR_SUBDIR}/{repo}/, pass a "
+                               "local .jsonl/.parquet file, or allow Hub downloads.")
+
+
 def _hub_rows(dataset_id: str, split: str, revision: str | None) -> Iterable[dict]:
-    try:
-        import datasets
-    except ImportError as e:
-        raise ImportError(f"loading {dataset_id!r} from the Hugging Face Hub needs the 'datasets' package "
-                          "(pip install datasets), or pass a local .jsonl copy") from e
-    return datasets.load_dataset(dataset_id.removeprefix("hf:"), split=split, revision=revision)
+    for path in hub_files(dataset_id, split, revision):
+        yield from read_rows(path)
 
 
 def load_rank_zephyr(source: str | os.PathLike, *, max_examples: int = 0, split: str = "train",

@@ -1,6 +1,7 @@
 """Dense retrieval: text encoders and projectors (:mod:`~lab.retrieval.dense`), frozen teachers
 (:mod:`~lab.retrieval.teachers`), exact faiss search returning :class:`~lab.records.Run`
-(:mod:`~lab.retrieval.index`), and the embedding-distillation pieces for lab.train (:mod:`~lab.retrieval.distill`).
+(:mod:`~lab.retrieval.index`), a streamed-corpus dense first stage writing runs (:mod:`~lab.retrieval.first_stage`),
+and the embedding-distillation pieces for lab.train (:mod:`~lab.retrieval.distill`).
 
 Importing this package loads torch; faiss and transformers load when first used.
 """

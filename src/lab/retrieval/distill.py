@@ -1,6 +1,7 @@
 """Distillation pieces: a frozen teacher's query embeddings into a student :class:`~lab.retrieval.dense.Encoder`.
 
-What :func:`lab.train.fit` needs from this layer: the six objectives of NanoVDR's comparison over a batch of
+What :func:`lab.train.fit` needs from this layer: the six objectives of the smoke comparison, the paper profile's
+(alignment, ranking-KL) sweep points ``align<α>_kl<β>`` and hard-label InfoNCE (``infonce_hard``) over a batch of
 student vectors (:func:`objective_loss`), the batches (:func:`batches` / :func:`collator`: frozen-backbone
 features or tokenised query text), and the validation metrics the best epoch is chosen by (:func:`validate`).
 
@@ -14,6 +15,7 @@ the projector alone on them (a smoke-budget setting: one student forward pass pe
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -26,9 +28,35 @@ from lab.losses import distill as L
 from lab.retrieval.dense import Encoder
 
 __all__ = ["ObjectiveSettings", "DistillData", "objective_loss", "collator", "student_vectors", "loss_fn", "validate",
-           "DOC_OBJECTIVES"]
+           "DOC_OBJECTIVES", "PAPER_SWEEP", "sweep_name", "sweep_weights", "needs_pages", "paper_objectives"]
 
 DOC_OBJECTIVES = ("infonce", "listwise_kl", "margin_mse", "cosine_kl")   # need teacher page embeddings
+# The paper profile's table (issue 10): (alignment weight, ranking-KL weight) sweep + InfoNCE on hard labels
+# (ground-truth pages). Smoke keeps its six-objective comparison (lab.losses.distill.OBJECTIVES).
+PAPER_SWEEP = ((1.0, 0.0), (1.0, 0.5), (1.0, 1.0), (0.5, 1.0), (0.0, 1.0))
+HARD_INFONCE = "infonce_hard"
+_SWEEP = re.compile(r"^align(?P<a>\d+(?:\.\d+)?)_kl(?P<b>\d+(?:\.\d+)?)$")
+
+
+def sweep_name(align_weight: float, kl_weight: float) -> str:
+    """``(1, 0.5)`` -> ``"align1_kl0.5"``: a sweep point as an objective name (params, file names, MLflow tags)."""
+    return f"align{align_weight:g}_kl{kl_weight:g}"
+
+
+def sweep_weights(name: str) -> tuple[float, float] | None:
+    """``"align0.5_kl1"`` -> ``(0.5, 1.0)``; ``None`` for any other objective name."""
+    m = _SWEEP.match(name)
+    return (float(m["a"]), float(m["b"])) if m else None
+
+
+def paper_objectives() -> tuple[str, ...]:
+    return (*(sweep_name(a, b) for a, b in PAPER_SWEEP), HARD_INFONCE)
+
+
+def needs_pages(name: str) -> bool:
+    """The objective reads teacher page embeddings (and top-K lists / hard labels)."""
+    w = sweep_weights(name)
+    return name in DOC_OBJECTIVES or name == HARD_INFONCE or (w is not None and w[1] > 0)
 
 
 @dataclass(frozen=True)
@@ -41,8 +69,11 @@ class ObjectiveSettings:
     negative_offset: int = 3      # negatives are teacher ranks offset+1 .. offset+negatives (1-based)
 
     def __post_init__(self):
-        if self.objective not in L.OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; known: {L.OBJECTIVES}")
+        if self.objective not in L.OBJECTIVES and self.objective != HARD_INFONCE:
+            w = sweep_weights(self.objective)
+            if w is None or w == (0.0, 0.0):
+                raise ValueError(f"unknown objective {self.objective!r}; known: {L.OBJECTIVES}, {HARD_INFONCE!r} "
+                                 f"and sweep points 'align<α>_kl<β>' (e.g. {sweep_name(*PAPER_SWEEP[1])!r})")
 
     @property
     def top_k_needed(self) -> int:
@@ -60,12 +91,31 @@ class DistillData:
     train_topk_scores: np.ndarray | None = None   # [N, K] teacher scores of those pages
     val_topk: np.ndarray | None = None         # [V, K]
     val_topk_scores: np.ndarray | None = None  # [V, K]
+    train_positives: np.ndarray | None = None  # [N] ground-truth page position in doc_emb, -1 = none (hard labels)
+    val_positives: np.ndarray | None = None    # [V]
 
 
 def _split(data: DistillData, split: str):
     if split == "train":
         return data.train_targets, data.train_topk, data.train_topk_scores
     return data.val_targets, data.val_topk, data.val_topk_scores
+
+
+def _hard_infonce(s: Tensor, idx: Tensor, data: DistillData, split: str, top: Tensor, docs: Tensor,
+                  cfg: ObjectiveSettings) -> Tensor:
+    """InfoNCE with the ground-truth page as positive (hard labels), in-batch positives and the teacher-mined
+    negatives as negatives (a mined page equal to the positive is masked); queries without one are left out."""
+    positives = data.train_positives if split == "train" else data.val_positives
+    if positives is None:
+        raise ValueError(f"objective {HARD_INFONCE!r} needs ground-truth pages (index positives)")
+    pos = torch.from_numpy(positives[idx.numpy()]).long().to(s.device)        # [B]
+    keep = pos >= 0                                                            # [B]
+    if not bool(keep.any()):
+        return (s * 0.0).sum()                                                 # no labelled query in the batch
+    lo, hi = cfg.negative_offset, cfg.negative_offset + cfg.negatives
+    neg_ids = top[keep, lo:hi]                                                 # [b, M]
+    return L.infonce(s[keep], docs[pos[keep]], docs[neg_ids], temperature=cfg.temperature, pos_ids=pos[keep],
+                     neg_ids=neg_ids)
 
 
 def objective_loss(s: Tensor, idx: Tensor, data: DistillData, split: str, cfg: ObjectiveSettings) -> Tensor:
@@ -78,11 +128,21 @@ def objective_loss(s: Tensor, idx: Tensor, data: DistillData, split: str, cfg: O
         return L.cosine_alignment(s, t)
     if name == "mse":
         return L.mse_alignment(s, t)
+    weights = sweep_weights(name)
+    if weights is not None and weights[1] == 0:                                # pure alignment: no pages
+        return L.alignment_kl(s, t, None, None, align_weight=weights[0], kl_weight=0.0)
     if data.doc_emb is None or topk is None or tscores is None:
         raise ValueError(f"objective {name!r} needs teacher page embeddings and top-K lists")
     docs = torch.from_numpy(data.doc_emb).to(dev, s.dtype)                     # [M, D]
     top = torch.from_numpy(topk[idx.numpy()]).long().to(dev)                   # [B, K]
     tsc = torch.from_numpy(tscores[idx.numpy()]).float().to(dev)               # [B, K]
+    if weights is not None:
+        k = cfg.kl_top_k
+        s_scores = torch.einsum("bd,bkd->bk", s, docs[top[:, :k]])             # [B, k]
+        return L.alignment_kl(s, t, s_scores, tsc[:, :k], align_weight=weights[0], kl_weight=weights[1],
+                              temperature=cfg.temperature)
+    if name == HARD_INFONCE:
+        return _hard_infonce(s, idx, data, split, top, docs, cfg)
     if name in ("listwise_kl", "cosine_kl"):
         k = cfg.kl_top_k
         s_scores = torch.einsum("bd,bkd->bk", s, docs[top[:, :k]])             # [B, k]

@@ -16,7 +16,7 @@ training query once (with its query instruction). Two implementations share one 
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -228,15 +228,24 @@ class Qwen3VLEmbeddingTeacher:
         return [{"role": "system", "content": [{"type": "text", "text": instruction}]},
                 {"role": "user", "content": content or [{"type": "text", "text": "NULL"}]}]
 
-    def _embed(self, chats: Sequence[list[dict]], progress: bool, desc: str) -> np.ndarray:
+    def _embed(self, chats: Sequence[list[dict]] | Callable[[int], list[dict]], progress: bool, desc: str,
+               lengths: Sequence[int] | None = None) -> np.ndarray:
+        """Vectors of ``chats`` (a list, or ``chat(i)`` built per batch so a page image is decoded only when its
+        batch runs: a 1.2M-page pool never sits in RAM). ``lengths``: items are batched longest first (length-
+        sorted batches pad little; a 2,048-token page beside 60-token ones wastes most of a batch), the result is
+        in input order."""
         import torch
         import torch.nn.functional as F
         from tqdm.auto import tqdm
 
         model, processor = self._load()
-        out = []
-        for start in tqdm(range(0, len(chats), self.batch_size), desc=desc, disable=not progress):
-            chunk = chats[start:start + self.batch_size]
+        n = len(lengths) if callable(chats) else len(chats)
+        make = chats if callable(chats) else chats.__getitem__
+        order = np.arange(n) if lengths is None else np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+        out = np.zeros((n, 0), dtype=np.float32)
+        for start in tqdm(range(0, n, self.batch_size), desc=desc, disable=not progress):
+            idx = order[start:start + self.batch_size]
+            chunk = [make(int(i)) for i in idx]
             texts = [processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
             images = [qwen3vl_image(part["image"], self.min_pixels, self.max_pixels)
                       for c in chunk for part in c[1]["content"] if part["type"] == "image"] or None
@@ -245,16 +254,30 @@ class Qwen3VLEmbeddingTeacher:
             with torch.inference_mode():
                 hidden = model(**enc).last_hidden_state                              # [b, T, H]
                 vec = F.normalize(_pool_last(hidden, enc["attention_mask"]).float(), p=2, dim=-1)   # [b, H]
-            out.append(vec.cpu().numpy())
-        return np.concatenate(out).astype(np.float32)                                 # [N, H]
+            vec = vec.cpu().numpy().astype(np.float32)                               # [b, H]
+            if out.shape[1] == 0:
+                out = np.zeros((n, vec.shape[1]), dtype=np.float32)
+            out[idx] = vec
+        return out                                                                     # [N, H], input order
 
     def encode_pages(self, pages: Sequence[Page], *, progress: bool = True) -> np.ndarray:
-        chats = [self.conversation(self.page_instruction, image=p.load_image(mode=None)) for p in pages]
-        return self._embed(chats, progress, "teacher pages (VLM)")
+        """Pages decoded batch by batch (lazily), batched by pixel count (read from the file header only)."""
+        return self._embed(lambda i: self.conversation(self.page_instruction, image=pages[i].load_image(mode=None)),
+                           progress, "teacher pages (VLM)", lengths=[page_pixels(p) for p in pages])
 
     def encode_queries(self, texts: Sequence[str], *, progress: bool = True) -> np.ndarray:
         chats = [self.conversation(self.query_instruction, text=t) for t in texts]
-        return self._embed(chats, progress, "teacher queries (VLM)")
+        return self._embed(chats, progress, "teacher queries (VLM)", lengths=[len(t) for t in texts])
+
+
+def page_pixels(page: Page) -> int:
+    """Pixel count of a page image from its header (PIL decodes no pixel data for ``.size``); 0 without image."""
+    if page.image is None:
+        return 0
+    from PIL import Image
+
+    with Image.open(page.image) as im:
+        return int(im.size[0] * im.size[1])
 
 
 def build_teacher(kind: str, ref: str, *, page_max_length: int = 128, query_max_length: int = 32,

@@ -55,7 +55,7 @@ def imported_names(path: Path, package: str) -> set[str]:
 
 
 def test_there_are_paper_packages_and_no_flat_paper_modules():
-    assert {"first", "nanovdr"} <= set(PAPERS)
+    assert {"first", "nanovdr", "laser", "specontext"} <= set(PAPERS)
     flat = [m.name for m in pkgutil.iter_modules(lab.methods.__path__) if not m.ispkg]
     assert not flat, f"lab.methods holds flat modules {flat}: one package per paper (lab/methods/<paper>/)"
 
@@ -111,6 +111,29 @@ def test_loading_the_first_section_imports_only_its_schema():
     assert not [m for m in loaded if m.startswith("lab.methods.nanovdr")]
     assert not [m for m in loaded if m.startswith("lab.methods.first.") and m != "lab.methods.first.config"]
     assert "torch" not in loaded
+
+
+def test_loading_the_laser_section_imports_only_its_schema():
+    loaded = loaded_after("import lab.config\ncfg = lab.config.load('laser', 'tiny')\n"
+                          "assert type(cfg).__name__ == 'LaserConfig'")
+    assert "lab.methods.laser.config" in loaded
+    assert not [m for m in loaded if m.startswith(("lab.methods.first", "lab.methods.nanovdr"))]
+    assert not [m for m in loaded if m.startswith("lab.methods.laser.") and m != "lab.methods.laser.config"]
+    assert "torch" not in loaded
+
+
+def test_loading_the_specontext_section_imports_only_its_schema():
+    loaded = loaded_after("import lab.config\ncfg = lab.config.load('specontext', 'tiny')\n"
+                          "assert type(cfg).__name__ == 'SpecConfig'")
+    assert "lab.methods.specontext.config" in loaded
+    assert not [m for m in loaded if m.startswith("lab.methods.specontext.") and m != "lab.methods.specontext.config"]
+    assert "torch" not in loaded
+
+
+def test_the_kv_layer_sits_below_the_methods():
+    for path in sorted((REPO / "src" / "lab" / "kv").glob("*.py")):
+        names = imported_names(path, "lab.kv")
+        assert not [n for n in names if n.startswith("lab.methods")], f"{path.name} imports a method: {sorted(names)}"
 
 
 def test_sections_sits_below_config():

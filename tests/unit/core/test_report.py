@@ -9,6 +9,7 @@ import zlib
 
 import pytest
 
+import lab.config
 from lab import expected, report
 from tests import browser
 from tests.conftest import REPO
@@ -151,7 +152,9 @@ def test_readme_blocks_are_generated_by_the_report():
     readme = (REPO / "README.md").read_text()
     marked = report.blocks(readme)
     assert {"verdicts", "foundation/firststage", "first/main", "nanovdr/smoke"} <= set(marked)
-    twin = report.to_markdown(report.build(REPO, ["foundation", "first", "nanovdr"]))
+    papers = lab.config.load("report").papers   # every paper the report stage shows
+    assert {"foundation", "first", "nanovdr", "laser", "specontext"} <= set(papers)
+    twin = report.to_markdown(report.build(REPO, papers))
     assert set(marked) <= set(report.blocks(twin)), set(marked) - set(report.blocks(twin))
     generated = REPO / "outputs" / "report" / "index.md"
     if not generated.is_file():

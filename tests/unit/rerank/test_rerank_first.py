@@ -37,7 +37,7 @@ class _MergingTokenizer:
 
 def test_identifier_check_fails_loudly():
     with pytest.raises(ValueError, match="separate tokens"):
-        identifier_token_ids(_MergingTokenizer(), 3)
+        identifier_token_ids(_MergingTokenizer(), 3, context="[")
 
 
 def test_build_inputs_ends_with_bracket(tokenizer):

@@ -211,3 +211,26 @@ def test_instruction_resize_and_pooling_rules():
     left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
     assert torch.equal(_pool_last(hidden, right), torch.stack([hidden[0, 1], hidden[1, 3]]))
     assert torch.equal(_pool_last(hidden, left), hidden[:, 3])
+
+
+def test_pages_decoded_per_batch_longest_first_results_in_input_order(teacher, parts, tmp_path, monkeypatch):
+    """Issue 10: every page image of a pool was decoded before the first batch; now a batch's pages are decoded
+    when it runs, batches are formed by pixel count (header only), and vectors come back in input order."""
+    from lab.data.pages import Page, render_pages
+
+    _, proc, _ = parts
+    small = render_pages([("s1", "a"), ("s2", "b")], tmp_path / "s", width=96, height=96, font_size=10,
+                         progress=False)
+    big = render_pages([("b1", "c"), ("b2", "d")], tmp_path / "b", width=160, height=200, font_size=10,
+                       progress=False)
+    pages = [small[0], big[0], small[1], big[1]]
+    events = []
+    load = Page.load_image
+    monkeypatch.setattr(Page, "load_image", lambda self, mode="RGB": events.append(("load", self.docid))
+                        or load(self, mode))
+    call = type(proc).__call__
+    monkeypatch.setattr(type(proc), "__call__", lambda self, **kw: events.append(("batch",)) or call(self, **kw))
+    vecs = teacher.encode_pages(pages, progress=False)
+    assert events == [("load", "b1"), ("load", "b2"), ("batch",), ("load", "s1"), ("load", "s2"), ("batch",)]
+    one_by_one = np.stack([teacher.encode_pages([p], progress=False)[0] for p in pages])
+    assert np.allclose(vecs, one_by_one, atol=1e-4)

@@ -19,7 +19,7 @@ class FirstTrainData:
     source: Literal["trec", "rank_zephyr"] = "trec"  # trec: windows + gold orders from graded qrels
     dataset: str = "trec-dl-2020"      # never an evaluation set (refused)
     first_stage: str = "bm25"
-    rank_zephyr: str = ""              # source rank_zephyr: HF dataset id or local .jsonl(.gz)
+    rank_zephyr: str = ""              # source rank_zephyr: HF dataset id (mirror first) or local .jsonl(.gz)/.parquet
     max_queries: int = 0               # 0 = every judged query
     depth: int = 100                   # windows are drawn from the first-stage top `depth`
     window: int = 20                   # passages per training window
@@ -56,6 +56,9 @@ class FirstOptim:
     mixed_precision: Literal["fp32", "bf16"] = "fp32"
     gradient_checkpointing: bool = False
     deepspeed: str = ""                # "" | "zero3" (lab.train's ZeRO-3 config, official FIRST) | a JSON path
+    # "accelerate": each variant trains under `accelerate launch` (paper profile: one process per GPU, or
+    # LAB_NUM_PROCESSES; lab.train.launch); "inprocess": in the notebook's kernel (smoke, tiny)
+    launch: Literal["inprocess", "accelerate"] = "inprocess"
     checkpoint_every: int = 0          # steps between resumable checkpoints; 0 = only the last step
 
 
@@ -78,9 +81,28 @@ class FirstRerank:
     test: Literal["ttest", "permutation"] = "ttest"
     alpha: float = 0.05
     latency_windows: int = 4           # windows timed one at a time, single-token vs generation
+    # inference engine (lab.rerank.engines): hf = transformers (CPU/smoke, and constrained decoding), vllm = the
+    # official code's engine (GPU, pip install vllm; full model folders: zero-shot base or full fine-tuning)
+    engine: Literal["hf", "vllm"] = "hf"
+    vllm_logprobs: int = 30            # top-k logprobs at "[" (official LLM(max_logprobs=30))
+    vllm_max_model_len: int = 8192
+    vllm_gpu_memory_utilization: float = 0.9
     beir: tuple[str, ...] = ()         # paper profile: BEIR sets (local BEIR folders or hf ids) ...
     beir_runs: str = ""                # ... and their first-stage top-100 TREC run files: a "{name}" pattern
     beir_first_stage: str = "contriever"
+
+
+@dataclass(frozen=True)
+class FirstDense:
+    """Dense first stage for the BEIR sets (lab.retrieval.first_stage): writes ``rerank.beir_runs``. Defaults:
+    Contriever's BEIR evaluation (facebookresearch/contriever src/beir_utils.py): maxlength 512, no L2 norm, dot."""
+
+    encoder: str = ""                  # model ref ("" = none: beir_runs come from elsewhere); paper: Contriever
+    max_length: int = 512
+    batch_size: int = 128
+    chunk: int = 65536                 # passages encoded + indexed at a time (corpus streamed, never one dict)
+    depth: int = 100                   # FIRST reranks the top 100
+    skip_self: bool = True             # BEIR's exact search drops a hit whose docid equals the qid
 
 
 @dataclass(frozen=True)
@@ -124,11 +146,14 @@ class FirstConfig:
     prompt: str = "first_alpha_v1"
     threads: int = 2                   # torch intra-op threads (fixed: float sums depend on it)
     max_words: int = 300               # passage truncation (words), train and rerank
+    fix_text: bool = False             # ftfy.fix_text on every rendered prompt, train and rerank (official: on)
+    context_size: int = 0              # rerank window token budget, prompt + output estimate (official 4096; 0 = none)
     variants: tuple[str, ...] = FIRST_OBJECTIVES   # objectives trained (joint = FIRST; lm, rank: ablation)
     checkpoint_dir: str = "outputs/checkpoints/first_train"   # resumable state, outside the stage outputs
     train: FirstTrainData = field(default_factory=FirstTrainData)
     optim: FirstOptim = field(default_factory=FirstOptim)
     rerank: FirstRerank = field(default_factory=FirstRerank)
+    dense: FirstDense = field(default_factory=FirstDense)
     feedback: FirstFeedback = field(default_factory=FirstFeedback)
 
 

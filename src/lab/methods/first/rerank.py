@@ -17,7 +17,7 @@ from lab.data.trecdl import load_materialised
 from lab.methods.first.common import load_base
 from lab.methods.first.config import FirstConfig
 from lab.records import Candidate, Qrels, Run
-from lab.rerank.listwise import GenerationScorer, SingleTokenScorer
+from lab.rerank.listwise import GenerationScorer, SingleTokenScorer, window_token_budget
 from lab.rerank.prompts import load_prompt
 from lab.rerank.runner import windows_per_query
 
@@ -58,13 +58,40 @@ def load_reranker(cfg: FirstConfig, model_path: str | Path, adapter: str | Path 
     return model, tok
 
 
-def scorer(cfg: FirstConfig, mode: str, model, tok, generation: str | None = None):
-    """``single`` -> FIRST; ``gen`` -> free or grammar-constrained greedy generation (``first.rerank.generation``)."""
+def scorer(cfg: FirstConfig, mode: str, model, tok, generation: str | None = None, engine=None):
+    """``single`` -> FIRST; ``gen`` -> free or grammar-constrained greedy generation (``first.rerank.generation``).
+
+    ``engine``: a :mod:`lab.rerank.engines` engine (default: HF on ``model``)."""
     from lab.rerank.constrained import ConstrainedScorer
 
     gen = generation or cfg.rerank.generation
     cls = SingleTokenScorer if mode == "single" else ConstrainedScorer if gen == "constrained" else GenerationScorer
-    return cls(model, tok, load_prompt(cfg.prompt), max_words=cfg.max_words)
+    return cls(model, tok, load_prompt(cfg.prompt), max_words=cfg.max_words, fix_text=cfg.fix_text,
+               max_tokens=window_token_budget(tok, cfg.context_size, cfg.rerank.window), engine=engine)
+
+
+def load_engine(cfg: FirstConfig, model_path: str | Path, adapter: str | Path | None = None):
+    """``(model, tokenizer, engine)``: HF loads :func:`load_reranker` (engine ``None`` = HF on the model); vLLM
+    serves the model folder itself (no HF copy in memory) and needs a whole model: the base (zero-shot) or a
+    full fine-tuning output, not a LoRA adapter."""
+    if cfg.rerank.engine == "hf":
+        model, tok = load_reranker(cfg, model_path, adapter)
+        return model, tok, None
+    from lab.models import load_tokenizer
+    from lab.rerank.engines import make_engine
+
+    folder = Path(adapter) if adapter is not None else Path(model_path)
+    if (folder / "adapter_config.json").is_file():
+        raise ValueError(f"{folder} is a LoRA adapter: the vLLM engine serves whole models (first.optim.lora: false, "
+                         "as the paper trains), or use first.rerank.engine: hf")
+    r = cfg.rerank
+    if r.generation == "constrained":
+        raise ValueError("first.rerank.generation: constrained decodes through the HF model's KV cache; with "
+                         "first.rerank.engine: vllm use generation: free (the paper's baseline)")
+    tok = load_tokenizer(folder)
+    return None, tok, make_engine("vllm", str(folder), tok, logprobs=r.vllm_logprobs, dtype=cfg.optim.dtype,
+                                  max_model_len=r.vllm_max_model_len,
+                                  gpu_memory_utilization=r.vllm_gpu_memory_utilization)
 
 
 @dataclass
@@ -75,15 +102,18 @@ class EvalSet:
 
 
 def _beir_set(name: str, run_path: str, first_stage: str, depth: int = 100) -> EvalSet:
-    from lab.data.beir import load_beir
+    """A BEIR set with its first-stage run; passage texts (``title + ". " + text``, as the official
+    convert_results.py) are read for the run's top ``depth`` only, streaming the corpus once."""
+    from lab.data.beir import beir_files, judged_queries, read_beir_texts
     from lab.data.formats import read_trec_run
 
-    beir = load_beir(name, split="dev" if Path(name).name == "msmarco" else "test")   # BEIR's MS MARCO is dev
-    run = read_trec_run(run_path, first_stage, beir.queries).subset([q.qid for q in beir.queries]).top(depth)
+    files = beir_files(name, split="dev" if Path(name).name == "msmarco" else "test")   # BEIR's MS MARCO is dev
+    queries, qrels = judged_queries(files)
+    run = read_trec_run(run_path, first_stage, queries).subset([q.qid for q in queries]).top(depth)
+    texts = read_beir_texts(files.corpus, {c.docid for ranking in run for c in ranking.candidates})
     for ranking in run:
-        ranking.candidates = [Candidate(c.docid, c.score, c.rank, " ".join(p for p in beir.corpus[c.docid] if p))
-                              for c in ranking.candidates]
-    return EvalSet(beir.name, beir.qrels, {first_stage: run})
+        ranking.candidates = [Candidate(c.docid, c.score, c.rank, texts[c.docid]) for c in ranking.candidates]
+    return EvalSet(files.name, qrels, {first_stage: run})
 
 
 def eval_sets(cfg: FirstConfig, data_dir: str | Path) -> list[EvalSet]:
@@ -124,12 +154,13 @@ def rerank_all(cfg: FirstConfig, sets: list[EvalSet], *, model_path: str | Path,
     timing, generations = [], []
     for model_name in models_needed(cfg):
         adapter = None if model_name == "zeroshot" else Path(adapters_dir) / model_name
-        model, tok = load_reranker(cfg, model_path, adapter)
+        model, tok, engine = load_engine(cfg, model_path, adapter)
         for s in sets:
             for fs, base in s.runs.items():
                 names = [n for n in r.configs.get(fs, ()) if parse_config_name(n)[0] == model_name]
                 shared = _shared_decoder(cfg, names, base, model, tok)   # one constrained decode serves both modes
-                scorers = {f"{fs}/{config_label(n)}": _config_scorer(cfg, n, model, tok, shared) for n in names}
+                scorers = {f"{fs}/{config_label(n)}": _config_scorer(cfg, n, model, tok, shared, engine)
+                           for n in names}
                 results = run_scorers(base, scorers, window=r.window, stride=r.stride, depth=r.depth,
                                       batch_size=r.batch_size, identifiers=identifiers, progress=progress)
                 for name, res in zip(names, results.values()):
@@ -140,7 +171,7 @@ def rerank_all(cfg: FirstConfig, sets: list[EvalSet], *, model_path: str | Path,
                                    "decoding": _decoding(cfg, parse_config_name(name)[1], shared)})
                     generations += [{"dataset": s.name, "first_stage": fs, "config": config_label(name), "query": q,
                                      "passages": n, "complete": ok, "text": t} for q, n, t, ok in res.texts]
-        del model
+        del model, engine
     gen_cols = ["dataset", "first_stage", "config", "query", "passages", "complete", "text"]
     return runs, pd.DataFrame(timing), pd.DataFrame(generations, columns=gen_cols)
 
@@ -158,10 +189,10 @@ def _shared_decoder(cfg: FirstConfig, names: list[str], base: Run, model, tok):
     return scorer(cfg, "gen", model, tok)
 
 
-def _config_scorer(cfg: FirstConfig, name: str, model, tok, shared):
+def _config_scorer(cfg: FirstConfig, name: str, model, tok, shared, engine=None):
     mode = parse_config_name(name)[1]
     if shared is None:
-        return scorer(cfg, mode, model, tok)
+        return scorer(cfg, mode, model, tok, engine=engine)
     return shared if mode == "gen" else shared.single_view()
 
 

@@ -78,7 +78,7 @@ def training_set(cfg: FirstConfig, data_dir: str | Path, seed: int) -> TrainingS
 def objective(cfg: FirstConfig, variant: str) -> RankObjective:
     o = cfg.optim
     return RankObjective(objective=variant, rank_loss=o.rank_loss, weighted=o.weighted, lam=o.lam,
-                         max_words=cfg.max_words)
+                         max_words=cfg.max_words, fix_text=cfg.fix_text)
 
 
 def train_settings(cfg: FirstConfig, seed: int, steps: int | None = None) -> TrainSettings:
@@ -102,7 +102,9 @@ def fingerprint(cfg: FirstConfig, variant: str, settings: TrainSettings, ts: Tra
     model_id = (marker if marker.is_file() else folder / "config.json").read_text() if folder.is_dir() else str(model_path)
     h = hashlib.sha256()
     h.update(json.dumps({"settings": asdict(settings), "objective": asdict(objective(cfg, variant)),
-                         "optim": lab_config.as_plain(cfg.optim), "prompt": cfg.prompt},
+                         "prompt": cfg.prompt,
+                        # how it is launched is not what it trains: a launched run resumes an in-process checkpoint
+                        "optim": {k: v for k, v in lab_config.as_plain(cfg.optim).items() if k != "launch"}},
                         sort_keys=True, default=str).encode())
     h.update(model_id.encode())
     for ex in ts.examples:
@@ -119,12 +121,25 @@ def train_variant(cfg: FirstConfig, variant: str, ts: TrainingSet, *, model_path
     Resumes from ``checkpoint_root/variant`` when a checkpoint there was written for the same fingerprint. Under
     ``accelerate launch`` every process trains and the main one saves. ``run``: the stage's tracking run, which
     receives the per-step curve as ``curve.<variant>.*``.
+
+    ``optim.launch: accelerate`` (paper profile): when :func:`lab.methods.first.launched.launch_plan` says so, this
+    process launches ``python -m lab.methods.first.train`` under ``accelerate launch`` (one process per GPU,
+    ZeRO-3 with ``optim.deepspeed``) and returns its log history as a :class:`FitResult` whose ``model`` is None
+    (the weights are in ``adapters_dir/variant``).
     """
     import torch
 
     from lab.rerank.train import collator, loss_fn, prepare
     from lab.train import fit
 
+    if cfg.optim.launch == "accelerate":
+        from lab.methods.first import launched
+
+        plan = launched.launch_plan(cfg)
+        if plan.mode == "accelerate":
+            return launched.train_launched(plan, cfg, variant, ts, model_path=model_path, adapters_dir=adapters_dir,
+                                           seed=seed, checkpoint_root=checkpoint_root, stop_after=stop_after,
+                                           steps=steps, run=run)
     model, tok = load_base(model_path, cfg.optim.dtype)
     settings = train_settings(cfg, seed, steps)
     obj = objective(cfg, variant)
@@ -184,21 +199,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-data", default=None, help="rank_zephyr data (hf id or .jsonl) overriding the params")
     p.add_argument("--checkpoints", default=None, help="checkpoint folder (default: first.checkpoint_dir)")
     p.add_argument("--steps", type=int, default=None, help="override the number of optimizer steps")
+    # what lab.methods.first.launched hands over (the caller's exact config and windows, its seed, a result file)
+    p.add_argument("--cfg", default=None, help="the first section as JSON (instead of --profile/--params)")
+    p.add_argument("--examples", default=None, help="training windows as JSONL (instead of building them)")
+    p.add_argument("--seed", type=int, default=None, help="default: params.yaml's seed")
+    p.add_argument("--result", default=None, help="rank 0 writes the Trainer's log history here (JSON)")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after N steps (keeps the checkpoint)")
+    p.add_argument("--no-checkpoints", action="store_true", help="no resumable checkpoints (the caller had none)")
     args = p.parse_args(argv)
-    cfg = lab_config.load("first", args.profile, args.params)
+    if args.cfg:
+        from lab.methods.first.launched import load_cfg
+
+        cfg = load_cfg(args.cfg)
+    else:
+        cfg = lab_config.load("first", args.profile, args.params)
     if args.train_data:
         from dataclasses import replace
 
         cfg = replace(cfg, train=replace(cfg.train, source="rank_zephyr", rank_zephyr=args.train_data))
-    seed = int(lab_config.read_params(args.params).get("seed", 0))
+    seed = int(lab_config.read_params(args.params).get("seed", 0)) if args.seed is None else args.seed
     setup_torch(cfg, seed)
     model = args.model or str(Path("models") / cfg.model_role)
-    ts = training_set(cfg, args.data_dir, seed)
-    res = train_variant(cfg, args.variant, ts, model_path=model, adapters_dir=args.out, seed=seed,
-                        checkpoint_root=args.checkpoints or cfg.checkpoint_dir, steps=args.steps)
+    if args.examples:
+        from lab.methods.first.launched import read_examples
+
+        ts = TrainingSet(*read_examples(args.examples))
+    else:
+        ts = training_set(cfg, args.data_dir, seed)
+    res = train_variant(cfg, args.variant, ts, model_path=model, adapters_dir=args.out or None, seed=seed,
+                        checkpoint_root=None if args.no_checkpoints else args.checkpoints or cfg.checkpoint_dir,
+                        steps=args.steps,
+                        stop_after=args.stop_after)
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:
+        if args.result:
+            from lab.methods.first.launched import write_result
+
+            write_result(args.result, res)
         curve = losses(res)
         print(json.dumps({"variant": args.variant, "examples": len(ts.examples), "steps": len(curve),
                           "world": dist.get_world_size() if dist.is_initialized() else 1,

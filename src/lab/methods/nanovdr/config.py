@@ -12,6 +12,10 @@ from typing import Literal, Mapping
 from lab.sections import FIRST_STAGES
 
 NANOVDR_OBJECTIVES = ("cosine", "mse", "infonce", "listwise_kl", "margin_mse", "cosine_kl")
+SMOKE_COMPARISON = NANOVDR_OBJECTIVES      # the smoke profile's six-objective comparison
+# the paper profile's table: (alignment weight, ranking-KL weight) sweep + InfoNCE on ground-truth pages
+# (lab.retrieval.distill parses the names; PAPER_SWEEP there holds the weights)
+PAPER_TABLE = ("align1_kl0", "align1_kl0.5", "align1_kl1", "align0.5_kl1", "align0_kl1", "infonce_hard")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,10 @@ class NanoVDRTrainConfig:
     negative_offset: int = 3           # negatives = teacher ranks offset+1 .. offset+negatives
     select_by: Literal["objective", "cosine"] = "objective"   # best epoch by validation loss of ...
     num_threads: int = 0               # torch threads while training; 0 = 1 for a frozen backbone, else default
+    mixed_precision: Literal["fp32", "bf16", "fp16"] = "fp32"   # autocast over fp32 masters (paper: bf16 on GPU)
+    # "accelerate": the paper profile's students train under `accelerate launch` (one process per GPU or
+    # LAB_NUM_PROCESSES; lab.train.launch); "inprocess": in the notebook's kernel (smoke, tiny)
+    launch: Literal["inprocess", "accelerate"] = "inprocess"
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,14 @@ class NanoVDRConfig:
     eval_pool_depth: int = 10
     train_pool_depth: int = 5
     query_pool: str = "msmarco-passage-dev-subset"      # unlabelled training queries
+    # "trec": the smoke split (query_pool + train_dataset queries); "nanovdr_train": the paper's training queries
+    # (Hub dataset train_repo, lab.data.nanovdr_train) and its validation split, which the best epoch is chosen on
+    train_source: Literal["trec", "nanovdr_train"] = "trec"
+    train_repo: str = "nanovdr/NanoVDR-Train"
+    train_dir: str = ""                # local root holding <owner>/<name>/; "" = <LAB_DATA_MIRROR>/hf-datasets, then Hub
+    val_split: str = "validation"
+    train_languages: tuple[str, ...] = ()   # keep these `language` values of train_repo; empty = all
+    per_language: int = 0              # -Multi balance: at most this many queries per non-English language; 0 = all
     train_queries: int = 1200          # taken from the pool after the validation ones; 0 = all the rest
     val_queries: int = 150
     languages: tuple[str, ...] = ()    # "-Multi": machine-translated copies of the training queries

@@ -39,7 +39,7 @@ def train_settings(cfg, seed: int, progress: bool = True):
     return TrainSettings(
         epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, scheduler="onecycle_cosine",
         warmup_ratio=t.warmup_pct, max_grad_norm=t.grad_clip, shuffle=True, seed=seed, logging="epoch",
-        save_every="epoch", save_total_limit=1, evaluate=True,
+        save_every="epoch", save_total_limit=1, evaluate=True, mixed_precision=t.mixed_precision,
         best_metric="val_loss" if t.select_by == "objective" else "val_cosine",
         greater_is_better=t.select_by == "cosine", progress=progress)
 
@@ -61,7 +61,8 @@ def distill_data(art: IndexArtifacts):
         train_texts=[q.text for q in art.queries["train"]], train_targets=art.query_emb["train"],
         val_texts=[q.text for q in art.queries["val"]], val_targets=art.query_emb["val"],
         doc_emb=art.page_emb["train"], train_topk=art.topk["train"], train_topk_scores=art.topk_scores["train"],
-        val_topk=art.topk["val"], val_topk_scores=art.topk_scores["val"])
+        val_topk=art.topk["val"], val_topk_scores=art.topk_scores["val"],
+        train_positives=art.positives.get("train"), val_positives=art.positives.get("val"))
 
 
 @contextlib.contextmanager
@@ -94,9 +95,16 @@ def distill(cfg, objective: str, out_path: str | Path, *, index_dir: str | Path 
     from lab.retrieval.dense import EmbeddingCache, model_fingerprint
     from lab.train import fit
 
+    if cfg.train.launch == "accelerate" and student is None:    # paper profile: one process per GPU
+        from lab.methods.nanovdr import launched
+
+        plan = launched.launch_plan(cfg)
+        if plan.mode == "accelerate":
+            return launched.distill_launched(plan, cfg, objective, out_path, index_dir=index_dir, seed=seed,
+                                             resume=resume, progress=progress, stop_after=stop_after)
     art = load_index(index_dir or cfg.index_dir)
     obj, settings = objective_settings(cfg, objective), train_settings(cfg, seed, progress)
-    if obj.objective in D.DOC_OBJECTIVES and art.page_emb.get("train") is None:
+    if D.needs_pages(obj.objective) and art.page_emb.get("train") is None:
         raise ValueError(f"objective {objective!r} needs teacher page embeddings")
     student = student or build_student(cfg, art.dim, seed)
     if student.projector is None or student.dim != art.dim:
@@ -137,7 +145,10 @@ def distill(cfg, objective: str, out_path: str | Path, *, index_dir: str | Path 
     if stop_after is not None and result.resumed_from + stop_after < settings.steps_for(len(data.train_texts)):
         return curve                                                            # interrupted: keep ckpt
     student.eval()
-    student.save(out_path, parts="all" if not frozen else "projector")
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:       # under accelerate launch: one writer
+        student.save(out_path, parts="all" if not frozen else "projector")
     shutil.rmtree(ckpt, ignore_errors=True)
     return curve
 
@@ -166,3 +177,35 @@ def _best_so_far(rows: list[dict], i: int, settings) -> int:
     sign = -1.0 if settings.greater_is_better else 1.0
     best = min(range(i + 1), key=lambda j: (sign * rows[j][key], j))
     return rows[best]["epoch"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lab.methods.nanovdr.distill --cfg CFG.json --objective O --out S.safetensors --result R.json``: one
+    student, the command :mod:`lab.methods.nanovdr.launched` runs under ``accelerate launch``; rank 0 writes the
+    learning curve to ``--result``."""
+    import argparse
+
+    from lab.methods.nanovdr import launched
+
+    p = argparse.ArgumentParser(prog="python -m lab.methods.nanovdr.distill", description=main.__doc__)
+    p.add_argument("--cfg", required=True)
+    p.add_argument("--objective", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--index-dir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--result", required=True)
+    p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--stop-after", type=int, default=None)
+    a = p.parse_args(argv)
+    curve = distill(launched.load_cfg(a.cfg), a.objective, a.out, index_dir=a.index_dir, seed=a.seed,
+                    resume=not a.no_resume, progress=not a.no_progress, stop_after=a.stop_after)
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        launched.write_result(a.result, curve)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -53,6 +53,9 @@ def split_queries(cfg, seed: int) -> dict[str, list[Query]]:
     first ``val_queries``, training the next ``train_queries`` (0 = the rest) plus the training
     dataset's queries, then translations (``cfg.languages``). Raises if a test query leaks in."""
     evalq = load_materialised(cfg.data_dir, cfg.eval_dataset, []).queries
+    if cfg.train_source == "nanovdr_train":
+        train, val = nanovdr_train_queries(cfg, seed)
+        return _no_leak(cfg, train, val, evalq)
     pool = _query_pool(cfg.data_dir, cfg.query_pool)
     order = np.random.default_rng(seed).permutation(len(pool))
     shuffled = [pool[i] for i in order]
@@ -61,11 +64,61 @@ def split_queries(cfg, seed: int) -> dict[str, list[Query]]:
     train = (rest[:cfg.train_queries] if cfg.train_queries else rest)
     train = train + load_materialised(cfg.data_dir, cfg.train_dataset, []).queries
     train = augment(train, build_translator(cfg.translator) if cfg.languages else None, cfg.languages)
+    return _no_leak(cfg, train, val, evalq)
+
+
+def _no_leak(cfg, train: list[Query], val: list[Query], evalq: list[Query]) -> dict[str, list[Query]]:
     test_ids, test_texts = {q.qid for q in evalq}, {q.text.strip().lower() for q in evalq}
     leaks = [q.qid for q in train + val if q.qid in test_ids or q.text.strip().lower() in test_texts]
     if leaks:
         raise ValueError(f"{len(leaks)} test ({cfg.eval_dataset}) queries found in training/validation: {leaks[:5]}")
     return {"train": train, "val": val, "eval": evalq}
+
+
+def nanovdr_train_pool(cfg, seed: int, pages_dir: Path) -> tuple[list[Page], dict[str, str]]:
+    """The training page pool under ``train_source: nanovdr_train``: the ground-truth pages of the training and
+    validation queries (written once, content-addressed, streamed from the parquet files; a page shared by several
+    queries is one page), and ``{qid: docid}``. The teacher embeds them for the ranking-KL sweep points and the
+    hard-label InfoNCE; the student never sees them."""
+    from lab.data import nanovdr_train as T
+
+    train, val = nanovdr_train_records(cfg, seed)
+    paths = T.extract_pages(train + val, pages_dir)
+    pool: dict[str, Page] = {}
+    page_of = {}
+    for q in train + val:
+        if q.qid in paths:
+            docid = f"ntrain:{paths[q.qid].stem[:16]}"
+            pool.setdefault(docid, Page(docid, "", paths[q.qid]))
+            page_of[q.qid] = docid
+    return list(pool.values()), page_of
+
+
+def nanovdr_train_records(cfg, seed: int):
+    """(train, val) :class:`~lab.data.nanovdr_train.TrainQuery` lists of :func:`nanovdr_train_queries`."""
+    from lab.data import nanovdr_train as T
+
+    kw = {"root": cfg.train_dir or None, "repo": cfg.train_repo, "languages": cfg.train_languages}
+    rng = np.random.default_rng(seed)
+
+    def sample(qs, n):
+        if not n or n >= len(qs):
+            return list(qs)
+        return [qs[i] for i in np.sort(rng.choice(len(qs), size=n, replace=False))]
+
+    train = sample(T.balance(T.read_queries("train", **kw), cfg.per_language, seed), cfg.train_queries)
+    return train, sample(T.read_queries(cfg.val_split, **kw), cfg.val_queries)
+
+
+def nanovdr_train_queries(cfg, seed: int) -> tuple[list[Query], list[Query]]:
+    """The paper's training queries and its validation split (:mod:`lab.data.nanovdr_train`): languages filtered
+    (``train_languages``), translated languages balanced (``per_language``), then a seeded sample of
+    ``train_queries`` / ``val_queries`` (0 = all), each kept in file order. Translations come with the data set
+    (``cfg.languages`` adds machine translations on top only if set)."""
+    records = nanovdr_train_records(cfg, seed)
+    train, val = ([q.query() for q in qs] for qs in records)
+    train = augment(train, build_translator(cfg.translator) if cfg.languages else None, cfg.languages)
+    return train, val
 
 
 # --------------------------------------------------------------------------------------------- index
@@ -80,6 +133,7 @@ class IndexArtifacts:
     query_emb: dict[str, np.ndarray]         # [Q, D] teacher query embeddings
     topk: dict[str, np.ndarray]              # "train" / "val" -> [Q, K] positions in the train pool
     topk_scores: dict[str, np.ndarray]       # [Q, K] teacher scores
+    positives: dict[str, np.ndarray] = field(default_factory=dict)   # "train" / "val" -> [Q] hard labels, -1 none
 
     @property
     def dim(self) -> int:
@@ -100,12 +154,15 @@ def build_index(cfg, out_dir: str | Path, *, seed: int = 0, teacher=None, cache=
                                        query_max_length=cfg.query_max_length, instruction=cfg.teacher_instruction,
                                        batch_size=cfg.teacher_batch_size)
     timings: dict[str, float] = {}
-    pools, page_emb = {}, {}
+    pools, page_emb, page_of = {}, {}, None
     for split, dataset, depth in (("eval", cfg.eval_dataset, cfg.eval_pool_depth),
                                   ("train", cfg.train_dataset, cfg.train_pool_depth)):
-        docs = page_pool(cfg.data_dir, dataset, cfg.pool_first_stages, depth)
+        own = split == "train" and cfg.train_source == "nanovdr_train"   # the training queries' own pages
+        docs = [] if own else page_pool(cfg.data_dir, dataset, cfg.pool_first_stages, depth)
         t0 = time.perf_counter()
-        if cfg.render_pages:
+        if own:
+            pools[split], page_of = nanovdr_train_pool(cfg, seed, out / "pages" / "nanovdr-train")
+        elif cfg.render_pages:
             pools[split] = render_pages(docs, out / "pages", width=cfg.pages.width, height=cfg.pages.height,
                                         font_size=cfg.pages.font_size, progress=progress)
         else:
@@ -137,6 +194,9 @@ def build_index(cfg, out_dir: str | Path, *, seed: int = 0, teacher=None, cache=
         scores, pos = train_index.topk(query_emb[split], k)                    # [Q, K], [Q, K]
         save_npy(out / "topk" / f"{split}.npy", pos.astype(np.int64))
         save_npy(out / "topk" / f"{split}_scores.npy", scores.astype(np.float32))
+    if "infonce_hard" in cfg.objectives:      # hard labels only where an objective reads them (smoke: none)
+        for split, pos in hard_labels(cfg, queries, pools["train"], page_of).items():
+            save_npy(out / "topk" / f"{split}_positives.npy", pos)
     dim = int(page_emb["eval"].shape[1])
     manifest = {"teacher": teacher.name, "dim": dim, "top_k": k,
                 "pages": {s: len(p) for s, p in pools.items()}, "queries": {s: len(q) for s, q in queries.items()},
@@ -146,6 +206,28 @@ def build_index(cfg, out_dir: str | Path, *, seed: int = 0, teacher=None, cache=
         manifest["benchmarks"] = benchmarks
     write_json(out / "manifest.json", manifest)
     return {**manifest, "timings": timings, "cache": {"computed": dict(cache.computed), "hits": dict(cache.hits)}}
+
+
+def hard_labels(cfg, queries: dict[str, list[Query]], pool: Sequence[Page],
+                page_of: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """Ground-truth page of each training / validation query as a position in the training pool (``-1``: none).
+    ``page_of`` (NanoVDR-Train: ``{qid: docid}`` of each query's own page): that page. Else the highest-graded
+    judged page of the training dataset's qrels that is in the pool (ties: pool order): only the training
+    dataset's queries are judged; unlabelled pool queries get -1 and leave the hard-label InfoNCE out."""
+    where = {p.docid: i for i, p in enumerate(pool)}
+    if page_of is not None:
+        return {split: np.asarray([where.get(page_of.get(q.qid, ""), -1) for q in queries[split]], dtype=np.int64)
+                for split in ("train", "val")}
+    qrels = load_materialised(cfg.data_dir, cfg.train_dataset, []).qrels.judgements
+    out = {}
+    for split in ("train", "val"):
+        pos = np.full(len(queries[split]), -1, dtype=np.int64)
+        for i, q in enumerate(queries[split]):
+            judged = [(-g, where[d]) for d, g in qrels.get(q.qid, {}).items() if g > 0 and d in where]
+            if judged:
+                pos[i] = min(judged)[1]
+        out[split] = pos
+    return out
 
 
 def load_index(index_dir: str | Path) -> IndexArtifacts:
@@ -163,4 +245,6 @@ def load_index(index_dir: str | Path) -> IndexArtifacts:
         {s: read_topics(folder / "queries" / f"{s}.tsv") for s in ("train", "val", "eval")},
         {s: load("emb", f"{s}_queries.npy") for s in ("train", "val", "eval")},
         {s: load("topk", f"{s}.npy") for s in ("train", "val")},
-        {s: load("topk", f"{s}_scores.npy") for s in ("train", "val")})
+        {s: load("topk", f"{s}_scores.npy") for s in ("train", "val")},
+        {s: load("topk", f"{s}_positives.npy") for s in ("train", "val")
+         if (folder / "topk" / f"{s}_positives.npy").is_file()})
