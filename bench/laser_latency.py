@@ -26,6 +26,7 @@ import torch
 import lab.config
 from lab.data.trecdl import load_materialised
 from lab.methods.laser import data as laser_data
+from lab.models import setup_torch
 from lab.paths import write_json
 from lab.retrieval.laser_prompts import load_laser_prompt
 from lab.retrieval.latent import latent_encode
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     profile = args.profile or lab.config.active_profile()
     cfg = lab.config.load("laser", profile)
-    laser_data.setup_torch(cfg, int(lab.config.read_params().get("seed", 0)))
+    setup_torch(cfg.threads, int(lab.config.read_params().get("seed", 0)))
     if args.threads:
         torch.set_num_threads(args.threads)
     prompt = load_laser_prompt(cfg.prompt)

@@ -84,9 +84,24 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def fresh_accelerate():
+    """accelerate keeps one process-wide state: each test that builds an Accelerator starts and ends clean."""
+    import torch
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    torch.set_num_threads(1)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Fake materialised TREC DL sets in the layout the `data` stage writes (queries.tsv, qrels.txt,
 # candidates/<first stage>.jsonl): one topic per query, three graded relevant passages, off-topic fillers.
+TOPICS = ["lobster", "volcano", "tax", "guitar", "insulin", "bridge", "coffee", "glacier", "tennis", "mortgage"]
+
+
 def fake_doc(topic: str, i: int) -> str:
     return f"{topic} passage {i}: facts about the {topic}, how the {topic} works and why {topic} matters."
 

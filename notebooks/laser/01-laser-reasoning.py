@@ -23,13 +23,14 @@ import lab.config
 import lab.tracking
 from lab.eval import plots  # noqa: F401  (sets the headless backend)
 from lab.methods.laser import data as laser_data
+from lab.models import setup_torch
 
 cfg = lab.config.load("laser", profile)
 seed = lab.config.read_params().get("seed", 0)
 run = lab.tracking.current("laser_reasoning", out_dir, params=lab.config.as_plain(cfg), profile=profile)
 data_dir = lab.config.load("data", profile).out_dir
 run.log_datasets(data_dir, list(cfg.reasoning.datasets))
-laser_data.setup_torch(cfg, seed)
+setup_torch(cfg.threads, seed)
 model_path = laser_data.model_path(cfg, lab.config.load("models", profile).out_dir)
 model, tok = laser_data.load_base(model_path, cfg.optim.dtype)
 

@@ -27,13 +27,14 @@ import lab.config
 import lab.tracking
 from lab.eval import plots  # noqa: F401  (sets the headless backend)
 from lab.methods.laser import data as laser_data, train as laser_train
+from lab.models import setup_torch
 
 cfg = lab.config.load("laser", profile)
 seed = lab.config.read_params().get("seed", 0)
 run = lab.tracking.current("laser_train", out_dir, params=lab.config.as_plain(cfg), profile=profile)
 data_dir = lab.config.load("data", profile).out_dir
 run.log_datasets(data_dir, [cfg.train.dataset])
-laser_data.setup_torch(cfg, seed)
+setup_torch(cfg.threads, seed)
 model_path = laser_data.model_path(cfg, lab.config.load("models", profile).out_dir)
 reasoning = laser_data.read_reasoning("outputs/laser_reasoning/reasoning.csv")
 training = laser_data.training_set(cfg, data_dir, reasoning)

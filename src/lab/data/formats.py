@@ -48,6 +48,19 @@ class DataFormatError(ValueError):
         self.path, self.line_no, self.line = str(path), line_no, line
 
 
+def pick_column(path: str | os.PathLike, names: Iterable[str], wanted: Iterable[str],
+                required: bool = True) -> str | None:
+    """The first of ``wanted`` among a table's column ``names`` (Hub datasets spell ids ``query-id`` or
+    ``query_id``); None if absent and not ``required``, else a DataFormatError naming the file."""
+    names, wanted = list(names), list(wanted)
+    for w in wanted:
+        if w in names:
+            return w
+    if required:
+        raise DataFormatError(path, None, f"no column {' / '.join(map(repr, wanted))} (columns: {names})")
+    return None
+
+
 def _lines(path: str | os.PathLike, comments: bool = False) -> Iterator[tuple[int, str]]:
     """``(1-based line number, line)`` for every non-blank line, line ending (LF or CRLF) removed.
 

@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from lab.data.formats import DataFormatError
+from lab.data.formats import DataFormatError, pick_column
 from lab.data.sources import DataUnavailableError, mirror_dir, offline
 from lab.records import Query
 
@@ -129,21 +129,12 @@ def split_files(folder: str | Path, split: str, missing_ok: bool = False) -> lis
     return out
 
 
-def _pick(names: Sequence[str], wanted: Sequence[str], path: Path, required: bool) -> str | None:
-    for w in wanted:
-        if w in names:
-            return w
-    if required:
-        raise DataFormatError(path, None, f"none of the columns {list(wanted)} (has {list(names)})")
-    return None
-
-
 def _rows(path: Path, folder: Path) -> Iterator[TrainQuery]:
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
     names = pf.schema_arrow.names
-    cols = {k: _pick(names, w, path, k == "text") for k, w in
+    cols = {k: pick_column(path, names, w, k == "text") for k, w in
             (("text", TEXT), ("language", LANGUAGE), ("source", SOURCE), ("qid", QID))}
     rel = path.relative_to(folder)
     config = rel.parts[0] if len(rel.parts) > 1 else ""

@@ -36,7 +36,7 @@ from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import yaml
 
-from lab.data.formats import DataFormatError
+from lab.data.formats import DataFormatError, pick_column
 from lab.data.pages import Page
 from lab.data.sources import DataUnavailableError, mirror_dir, offline
 from lab.paths import atomic_path
@@ -152,15 +152,6 @@ def _files(folder: Path, config: str, split: str) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------- reading
 
-def _column(path: Path, names: Sequence[str], wanted: Sequence[str], required: bool = True) -> str | None:
-    for w in wanted:
-        if w in names:
-            return w
-    if required:
-        raise DataFormatError(path, None, f"no column {' / '.join(map(repr, wanted))} (columns: {list(names)})")
-    return None
-
-
 def _rows(path: Path, columns: Sequence[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(0-based row, {column: value})`` for ``columns``, read in batches (images stay bytes)."""
     import pyarrow.parquet as pq
@@ -223,8 +214,8 @@ def _read_qa(files: Sequence[Path], pages_dir: Path) -> tuple[list[Page], list[Q
     offset = 0
     for path in files:
         names = _schema(path)
-        qcol, fcol = _column(path, names, ["query"]), _column(path, names, ["image_filename"])
-        icol, tcol = _column(path, names, ["image"]), _column(path, names, TEXT_COLUMNS, required=False)
+        qcol, fcol = pick_column(path, names, ["query"]), pick_column(path, names, ["image_filename"])
+        icol, tcol = pick_column(path, names, ["image"]), pick_column(path, names, TEXT_COLUMNS, required=False)
         last = -1
         for row, rec in _rows(path, [c for c in (qcol, fcol, icol, tcol) if c]):
             last = row
@@ -253,8 +244,8 @@ def _read_beir(folder: Path, spec: VidoreSet, pages_dir: Path, languages: Sequen
     pages: dict[str, Page] = {}
     for path in _files(folder, "corpus", spec.split):
         names = _schema(path)
-        idc, icol = _column(path, names, ["corpus-id", "corpus_id"]), _column(path, names, ["image"])
-        tcol = _column(path, names, TEXT_COLUMNS, required=False)
+        idc, icol = pick_column(path, names, ["corpus-id", "corpus_id"]), pick_column(path, names, ["image"])
+        tcol = pick_column(path, names, TEXT_COLUMNS, required=False)
         for row, rec in _rows(path, [c for c in (idc, icol, tcol) if c]):
             if rec[idc] is None:
                 raise DataFormatError(path, None, f"row {row}: missing {idc}")
@@ -268,8 +259,8 @@ def _read_beir(folder: Path, spec: VidoreSet, pages_dir: Path, languages: Sequen
     left_out: set[str] = set()
     for path in _files(folder, "queries", spec.split):
         names = _schema(path)
-        idc, qcol = _column(path, names, ["query-id", "query_id"]), _column(path, names, ["query"])
-        lcol = _column(path, names, ["language"], required=False)
+        idc, qcol = pick_column(path, names, ["query-id", "query_id"]), pick_column(path, names, ["query"])
+        lcol = pick_column(path, names, ["language"], required=False)
         for row, rec in _rows(path, [c for c in (idc, qcol, lcol) if c]):
             if rec[idc] is None:
                 raise DataFormatError(path, None, f"row {row}: missing {idc}")
@@ -285,8 +276,9 @@ def _read_beir(folder: Path, spec: VidoreSet, pages_dir: Path, languages: Sequen
     graded: dict[str, dict[str, float]] = {}
     for path in _files(folder, "qrels", spec.split):
         names = _schema(path)
-        qc, dc = _column(path, names, ["query-id", "query_id"]), _column(path, names, ["corpus-id", "corpus_id"])
-        sc = _column(path, names, ["score"])
+        qc = pick_column(path, names, ["query-id", "query_id"])
+        dc = pick_column(path, names, ["corpus-id", "corpus_id"])
+        sc = pick_column(path, names, ["score"])
         for row, rec in _rows(path, [qc, dc, sc]):
             qid, docid, score = str(rec[qc]), str(rec[dc]), rec[sc]
             if qid in left_out:

@@ -104,29 +104,15 @@ def test_no_paper_imports_another_and_no_circle_inside_a_paper(paper):
         visit(sub, [sub])
 
 
-def test_loading_the_first_section_imports_only_its_schema():
-    loaded = loaded_after("import lab.config\ncfg = lab.config.load('first', 'tiny')\n"
-                          "assert type(cfg).__name__ == 'FirstConfig'")
-    assert "lab.methods.first.config" in loaded
-    assert not [m for m in loaded if m.startswith("lab.methods.nanovdr")]
-    assert not [m for m in loaded if m.startswith("lab.methods.first.") and m != "lab.methods.first.config"]
-    assert "torch" not in loaded
-
-
-def test_loading_the_laser_section_imports_only_its_schema():
-    loaded = loaded_after("import lab.config\ncfg = lab.config.load('laser', 'tiny')\n"
-                          "assert type(cfg).__name__ == 'LaserConfig'")
-    assert "lab.methods.laser.config" in loaded
-    assert not [m for m in loaded if m.startswith(("lab.methods.first", "lab.methods.nanovdr"))]
-    assert not [m for m in loaded if m.startswith("lab.methods.laser.") and m != "lab.methods.laser.config"]
-    assert "torch" not in loaded
-
-
-def test_loading_the_specontext_section_imports_only_its_schema():
-    loaded = loaded_after("import lab.config\ncfg = lab.config.load('specontext', 'tiny')\n"
-                          "assert type(cfg).__name__ == 'SpecConfig'")
-    assert "lab.methods.specontext.config" in loaded
-    assert not [m for m in loaded if m.startswith("lab.methods.specontext.") and m != "lab.methods.specontext.config"]
+@pytest.mark.parametrize("paper, schema", [("first", "FirstConfig"), ("laser", "LaserConfig"),
+                                           ("specontext", "SpecConfig")])
+def test_loading_a_paper_section_imports_only_its_schema(paper, schema):
+    loaded = loaded_after(f"import lab.config\ncfg = lab.config.load({paper!r}, 'tiny')\n"
+                          f"assert type(cfg).__name__ == {schema!r}")
+    assert f"lab.methods.{paper}.config" in loaded
+    assert not [m for m in loaded if m.startswith("lab.methods.") and not m.startswith(f"lab.methods.{paper}")
+                and m != "lab.methods"], "another paper's package was imported"
+    assert not [m for m in loaded if m.startswith(f"lab.methods.{paper}.") and m != f"lab.methods.{paper}.config"]
     assert "torch" not in loaded
 
 

@@ -33,7 +33,7 @@ def test_pages_are_decoded_only_on_demand_from_their_row(tmp_path):
 def test_bad_files_name_the_file_and_row(tmp_path):
     folder = tmp_path / "nanovdr" / "NanoVDR-Train"
     write_split(folder, "train", ROWS, text_column="prompt")
-    with pytest.raises(DataFormatError, match=r"train-00000-of-00001.parquet: none of the columns \['query'"):
+    with pytest.raises(DataFormatError, match=r"train-00000-of-00001.parquet: no column 'query'"):
         T.read_queries("train", root=tmp_path)
     write_split(folder, "train", ROWS + [("q0", "again", "en", "x")])
     with pytest.raises(DataFormatError, match=r"parquet:7: query id 'q0' already in .* row 0"):

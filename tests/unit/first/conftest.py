@@ -11,28 +11,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 
 import lab.config
-from tests.conftest import one_torch_thread, write_fake_trec
+from tests.conftest import TOPICS, one_torch_thread, write_fake_trec
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = Path(__file__).parent / "fixtures"
-TOPICS = ["lobster", "volcano", "tax", "guitar", "insulin", "bridge", "coffee", "glacier", "tennis", "mortgage"]
 
 
 _one_torch_thread = pytest.fixture(scope="package", autouse=True)(one_torch_thread)
-
-
-@pytest.fixture
-def fresh_accelerate():
-    """accelerate keeps one process-wide state: each test that builds an Accelerator starts and ends clean."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

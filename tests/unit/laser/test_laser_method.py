@@ -11,10 +11,9 @@ import pytest
 
 import lab.config
 from lab.config import ConfigError
-from tests.conftest import write_fake_trec
+from tests.conftest import TOPICS, write_fake_trec
 
 REPO = Path(__file__).resolve().parents[3]
-TOPICS = ["lobster", "volcano", "tax", "guitar", "insulin", "bridge", "coffee", "glacier", "tennis", "mortgage"]
 
 
 def load(profile="tiny", **kw):

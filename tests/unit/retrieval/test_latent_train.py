@@ -31,16 +31,6 @@ def tiny():
     return path, load_tokenizer(path)
 
 
-@pytest.fixture
-def fresh_accelerate():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    torch.set_num_threads(1)
-
-
 def test_prepare_cuts_content_not_wrapper_and_replaces_short_reasoning(tiny):
     _, tok = tiny
     prompt = load_laser_prompt("laser_v1")

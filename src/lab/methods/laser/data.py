@@ -23,12 +23,6 @@ from lab.retrieval.latent_train import LaserExample
 REASONING_COLUMNS = ["dataset", "qid", "query", "reasoning", "new_tokens", "chars", "segments"]
 
 
-def setup_torch(cfg: LaserConfig, seed: int) -> None:
-    from lab.models import setup_torch as setup
-
-    setup(cfg.threads, seed)
-
-
 def model_path(cfg: LaserConfig, models_dir: str | Path) -> Path:
     """``laser.model_ref`` resolved (random-init paper shapes for a dry run), else ``models_dir/<model_role>``."""
     if cfg.model_ref:

@@ -116,7 +116,8 @@ def curve_endpoints(table: pd.DataFrame, k: int = 3) -> dict[str, dict[str, floa
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lab.methods.laser.train train --variant full --out DIR [--reasoning reasoning.csv]``."""
-    from lab.methods.laser.data import read_reasoning, setup_torch, training_set
+    from lab.methods.laser.data import read_reasoning, training_set
+    from lab.models import setup_torch
 
     p = argparse.ArgumentParser(prog="python -m lab.methods.laser.train", description=main.__doc__)
     p.add_argument("command", choices=["train"])
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = lab_config.load("laser", args.profile, args.params)
     seed = int(lab_config.read_params(args.params).get("seed", 0))
-    setup_torch(cfg, seed)
+    setup_torch(cfg.threads, seed)
     ts = training_set(cfg, args.data_dir, read_reasoning(args.reasoning))
     res = train_variant(cfg, args.variant, ts, model_path=args.model or str(Path("models") / cfg.model_role),
                         adapters_dir=args.out, seed=seed, checkpoint_root=cfg.checkpoint_dir, steps=args.steps)
