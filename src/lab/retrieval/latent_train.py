@@ -12,6 +12,7 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lab.losses.laser import laser_objective
 from lab.retrieval.laser_prompts import LaserPrompt
@@ -154,21 +155,41 @@ def encode(model, tok, prompt: LaserPrompt, texts: Sequence[str], k: int, *, que
            batch_size: int = 16, progress: bool = True, desc: str = "encode") -> tuple[np.ndarray, np.ndarray]:
     """Latent-view vectors (N, D) float32 of ``texts`` wrapped as queries or documents (length-sorted batches,
     original order returned) and the mean soft-token entropy per text (N,), 0 for ``k = 1``."""
+    return encode_ks(model, tok, prompt, texts, [k], query=query, max_len=max_len, batch_size=batch_size,
+                     progress=progress, desc=desc)[k]
+
+
+@torch.no_grad()
+def encode_ks(model, tok, prompt: LaserPrompt, texts: Sequence[str], ks: Sequence[int], *, query: bool,
+              max_len: int, batch_size: int = 16, progress: bool = True, desc: str = "encode"
+              ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """:func:`encode` at every K in ``ks`` from one pass at ``max(ks)``: step j of the soft-token loop does not
+    depend on how many steps follow, so the K-step vector is the mean of the first K states of the longest run
+    (bitwise equal to encoding at K alone: tests/unit/retrieval/test_latent_train.py). The smoke K sweep
+    (K = 1..5 over a 643-passage pool) then costs one pool pass per model instead of five; the prompt forward
+    dominates a pass (~100 tokens against one token per extra step)."""
     from tqdm.auto import tqdm
 
+    ks = sorted(set(int(k) for k in ks))
+    if not ks or ks[0] < 1:
+        raise ValueError(f"ks (thinking steps) must be >= 1, got {ks}")
     tok_ids = [wrapped_ids(tok, prompt, t, query=query, max_len=max_len) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: len(tok_ids[i]))
-    vecs: list = [None] * len(texts)
-    ents = np.zeros(len(texts), dtype=np.float32)
+    vecs: dict[int, list] = {k: [None] * len(texts) for k in ks}
+    ents = {k: np.zeros(len(texts), dtype=np.float32) for k in ks}
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     was = model.training
     model.eval()
     for lo in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
         idx = order[lo: lo + batch_size]
         ids, mask = left_pad([tok_ids[i] for i in idx], pad)
-        out = latent_encode(model, ids, mask, k)
-        for j, i in enumerate(idx):
-            vecs[i] = out.vector[j].float().numpy()
-            ents[i] = float(out.entropy[j].mean()) if out.entropy.numel() else 0.0
+        out = latent_encode(model, ids, mask, ks[-1])
+        for k in ks:
+            # the same ops latent_encode(k) runs on a contiguous (B, k, D) stack: identical floats
+            vec = F.normalize(out.states[:, :k].contiguous().mean(1), p=2, dim=-1)      # (B, D)
+            ent = out.entropy[:, : k - 1].contiguous()                                  # (B, k-1)
+            for j, i in enumerate(idx):
+                vecs[k][i] = vec[j].float().numpy()
+                ents[k][i] = float(ent[j].mean()) if ent.numel() else 0.0
     model.train(was)
-    return np.stack(vecs).astype(np.float32), ents
+    return {k: (np.stack(vecs[k]).astype(np.float32), ents[k]) for k in ks}

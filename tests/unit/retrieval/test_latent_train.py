@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lab.retrieval.laser_prompts import load_laser_prompt
-from lab.retrieval.latent_train import (LaserExample, LatentSettings, collator, encode, loss_fn, prepare,
+from lab.retrieval.latent_train import (LaserExample, LatentSettings, collator, encode, encode_ks, loss_fn, prepare,
                                         wrapped_ids)
 from lab.train import LoraSettings, TrainSettings, fit
 from tests.conftest import one_torch_thread
@@ -77,6 +77,31 @@ def test_encode_keeps_order_and_unit_norm(tiny):
                             for t in texts])
     assert vecs.shape == (3, model.config.hidden_size) and np.allclose(vecs, alone, atol=1e-5)
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5) and (ent > 0).all()
+
+
+def test_one_pass_at_the_largest_k_gives_every_smaller_k_bitwise(tiny):
+    """laser_eval encodes the pool once at K = 5 for the K sweep: each K's vectors must be exactly those of
+    latent_encode run at that K alone (same floats, so the smoke table does not move)."""
+    from lab.models import load_model
+    from lab.retrieval.latent import latent_encode
+    from lab.retrieval.latent_train import left_pad, wrapped_ids
+
+    path, tok = tiny
+    model = load_model(path, kind="causal_lm").eval()
+    texts = ["a much longer passage about tides and the moon", "short", "medium length text"]
+    prompt = load_laser_prompt("laser_v1")
+    many = encode_ks(model, tok, prompt, texts, [5, 1, 3, 2, 4], query=False, max_len=48, batch_size=1,
+                     progress=False)
+    assert sorted(many) == [1, 2, 3, 4, 5]
+    for k in range(1, 6):
+        with torch.no_grad():
+            direct = [latent_encode(model, *left_pad([wrapped_ids(tok, prompt, t, query=False, max_len=48)],
+                                                     tok.pad_token_id), k) for t in texts]
+        assert np.array_equal(many[k][0], np.concatenate([d.vector.numpy() for d in direct])), k
+        want = [float(d.entropy.mean()) if d.entropy.numel() else 0.0 for d in direct]
+        assert np.array_equal(many[k][1], np.array(want, dtype=np.float32)), k
+    with pytest.raises(ValueError, match="ks"):
+        encode_ks(model, tok, prompt, texts, [0, 2], query=False, max_len=48, progress=False)
 
 
 def test_explicit_infonce_trains_the_explicit_path_and_kl_does_not(tiny):

@@ -71,10 +71,10 @@ class EvalOutput:
 
 def run_all(cfg: LaserConfig, pool: Pool, *, model_path: str | Path, adapters_dir: str | Path,
             reasoning: dict[tuple[str, str], str], progress: bool = True) -> EvalOutput:
-    """Encode the pool and the queries for every :func:`configs` entry (one model load per variant, document
-    vectors reused across configurations with the same model and K)."""
+    """Encode the pool and the queries for every :func:`configs` entry: one model load and one pool pass per
+    variant, at the largest K its configurations use (:func:`encode_ks` gives every smaller K from it)."""
     from lab.retrieval.laser_prompts import load_laser_prompt
-    from lab.retrieval.latent_train import encode, reasoning_or_query
+    from lab.retrieval.latent_train import encode, encode_ks, reasoning_or_query
 
     prompt = load_laser_prompt(cfg.prompt)
     lo, e = cfg.loss, cfg.eval
@@ -85,11 +85,13 @@ def run_all(cfg: LaserConfig, pool: Pool, *, model_path: str | Path, adapters_di
     for variant, group in by_variant.items():
         model, tok = load_variant(cfg, variant, model_path, adapters_dir)
         docs: dict[int, np.ndarray] = {}
+        ks = sorted({c.k for c in group})
         for c in group:
             t0 = time.perf_counter()
-            if c.k not in docs:
-                docs[c.k], _ = encode(model, tok, prompt, pool.texts, c.k, query=False, max_len=lo.doc_max_len,
-                                      batch_size=e.batch_size, progress=progress, desc=f"pool {variant} k{c.k}")
+            if not docs:                # the pool pass is timed with the variant's first configuration
+                docs = {k: v for k, (v, _) in encode_ks(model, tok, prompt, pool.texts, ks, query=False,
+                                                         max_len=lo.doc_max_len, batch_size=e.batch_size,
+                                                         progress=progress, desc=f"pool {variant} k{ks}").items()}
             texts = [q.text for q in pool.queries]
             if c.rewrite:               # rewrite-then-retrieve: the query followed by its generated reasoning
                 kept = [reasoning_or_query(reasoning.get((e.dataset, q.qid), ""), "", lo.min_reasoning_chars)
