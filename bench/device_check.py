@@ -19,6 +19,13 @@ after a warm-up; one failing section is reported and the others still run):
   cosine distillation at batch 512, and FIRST-style full fine-tuning (LM loss, gradient checkpointing) of a
   zephyr-width 4-layer Mistral at 2,048 tokens; masters stay fp32, the loss is finite, the weights move.
 
+* ``specontext``: SpeContext's decode path on a random-init Llama-3.1-8B-shaped target (32 x 4096, GQA 32/8, MLP
+  14336, vocab 128256) in bf16 with a Llama-3.2-1B-shaped DLM's retrieval head (heads 0 and 3 of its layer 2: the pruned
+  head keeps 2 of its 16 layers), at 32k context, batch 8, budget 2048 (sinks 4, window 128), K/V random (speed
+  depends on shapes only): decode tokens/s and peak GB of full KV (static cache), SpeContext with elastic loading
+  (device KV; rows copied vs a full gather), SpeContext with the full KV in pinned host memory (side-stream
+  prefetch) and HF's ``DynamicCache(offloading=True)``; the memory model's placement and crossover length.
+
 ``--dry``: the same code on tiny shapes on the CPU (tests); without ``--dry`` and without CUDA it stops at once
 with ``{"ok": false, "error": "no CUDA device ..."}`` and exit code 3.
 """
@@ -72,6 +79,7 @@ def shapes(dry: bool) -> dict:
                        intermediate_size=128, sliding_window=None)
     sys.path.insert(0, str(HERE))
     import nanovdr_latency as nl          # the Qwen3-VL-2B-class config the CPU bench uses
+    import specontext_device as sd        # the Llama-3.1-8B / Llama-3.2-1B shapes
 
     return {"mistral": {**mistral, "vocab_size": 1000 if dry else 32000},
             "first_prompt": 48 if dry else 2048, "first_gen": 6 if dry else 100,
@@ -81,7 +89,13 @@ def shapes(dry: bool) -> dict:
             "distilbert": dict(dim=64, n_layers=2, n_heads=4, hidden_dim=256) if dry else
             dict(dim=768, n_layers=6, n_heads=12, hidden_dim=3072),
             "teacher_dim": 64 if dry else 2048, "student_batch": 8 if dry else 512, "query_tokens": 24,
-            "train_steps": 3, "lm_layers": 2 if dry else 4, "lm_tokens": 32 if dry else 2048}
+            "train_steps": 3, "lm_layers": 2 if dry else 4, "lm_tokens": 32 if dry else 2048,
+            "llama8b": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                            intermediate_size=128, vocab_size=1000) if dry else sd.LLAMA31_8B,
+            "llama1b": dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                            intermediate_size=128, vocab_size=1000, tie_word_embeddings=True) if dry else sd.LLAMA32_1B,
+            "spec_context": 256 if dry else 32768, "spec_batch": 2 if dry else 8, "spec_budget": 32 if dry else 2048,
+            "spec_window": 8 if dry else 128, "spec_steps": 3 if dry else 8, "spec_offloaded_steps": 2 if dry else 3}
 
 
 def section_env(torch, device) -> dict:
@@ -254,11 +268,17 @@ def section_train(torch, device, s) -> dict:
     return out
 
 
+def _specontext(torch, device, s) -> dict:
+    import specontext_device            # bench/ is on sys.path (shapes())
+
+    return specontext_device.section_specontext(torch, device, s)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry", action="store_true", help="tiny shapes on the CPU (tests)")
     ap.add_argument("--out", default=os.path.join("outputs", "bench", "device_check.json"))
-    ap.add_argument("--only", default="", help="comma-separated sections (env,first,nanovdr,train)")
+    ap.add_argument("--only", default="", help="comma-separated sections (env,first,nanovdr,train,specontext)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     result: dict = {"ok": False, "dry": args.dry, "sections": {}}
@@ -286,7 +306,8 @@ def main(argv=None) -> int:
     device = torch.device("cpu" if args.dry else "cuda")
     s, timer = shapes(args.dry), Timer(torch, device)
     runs = {"env": lambda: section_env(torch, device), "first": lambda: section_first(torch, device, s, timer),
-            "nanovdr": lambda: section_nanovdr(torch, device, s, timer), "train": lambda: section_train(torch, device, s)}
+            "nanovdr": lambda: section_nanovdr(torch, device, s, timer), "train": lambda: section_train(torch, device, s),
+            "specontext": lambda: _specontext(torch, device, s)}
     wanted = [x for x in args.only.split(",") if x] or list(runs)
     for name in wanted:
         t1 = time.perf_counter()
@@ -298,8 +319,10 @@ def main(argv=None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     train = result["sections"].get("train", {})
+    spec = result["sections"].get("specontext", {})
     result["ok"] = (all("error" not in v for v in result["sections"].values())
-                    and all(v.get("ok", True) for v in train.values() if isinstance(v, dict)))
+                    and all(v.get("ok", True) for v in train.values() if isinstance(v, dict))
+                    and all("error" not in v for v in spec.values() if isinstance(v, dict)))
     return finish(0 if result["ok"] else 1)
 
 

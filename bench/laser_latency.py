@@ -7,8 +7,13 @@ generates exactly ``--gen-tokens`` new tokens greedily (default: the median DL19
 outputs/laser_reasoning/reasoning.csv, else laser.reasoning.max_new_tokens) with the same backbone, then encodes
 query + reasoning in one pass. Batches of 1 and 8, one untimed warm-up per mode, modes interleaved over
 ``--repeats`` rounds and the median round kept (the machine is shared: interleaving spreads contention over all
-modes alike). ``--paper-shaped`` also times a random-init Qwen3-0.6B (paper backbone shape; weights do not matter
-for time). Both ratios are printed, the last line is latent / single-pass; JSON to outputs/bench/laser_latency.json.
+modes alike). ``--paper-shaped`` also times a random-init Qwen3-0.6B built from its config in memory (no download,
+nothing written to disk; weights do not matter for time), with Qwen3's published vocabulary of 151,936 (the soft
+token is a softmax over the whole vocabulary, so the borrowed 49,152-token tokenizer's size would understate its
+cost), and writes outputs/bench/laser_latency_paper_shaped.json unless ``--out`` is given (the smoke claims read
+laser_latency.json). Both ratios are printed for every model, the last line is latent / single-pass of the
+backbone. Without data/ or models/ (no data / models stage run), the DL19 topics come from the data mirror and the
+backbone from ``models.refs``.
 """
 
 from __future__ import annotations
@@ -43,6 +48,48 @@ def _median_tokens(default: int) -> int:
     df = pd.read_csv(path, keep_default_na=False)
     df = df[df["dataset"] == "trec-dl-2019"] if (df["dataset"] == "trec-dl-2019").any() else df
     return max(1, int(df["new_tokens"].median()))
+
+
+PAPER_SHAPED = "random:qwen3-0.6b"
+PAPER_SPEC = "qwen3-0.6b"
+PAPER_VOCAB = 151936            # Qwen3-0.6B's config.json vocab_size (the borrowed tokenizer's ids are all below it)
+
+
+def _paper_shaped():
+    """A random-init Qwen3-0.6B (28 layers, 16/8 heads of 128, hidden 1024, tied embeddings) built in memory from its
+    config, float32 (CPU bf16 matmuls are emulated and slower), with SmolLM2's tokenizer (its chat template)."""
+    from transformers import AutoModelForCausalLM
+
+    from lab.models import load_tokenizer, packaged, random_config
+
+    config = random_config(PAPER_SPEC)
+    config.vocab_size = PAPER_VOCAB
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    tok = load_tokenizer(packaged.ensure_tokenizer("smollm2-135m-instruct"))
+    tok.padding_side = "left"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def _queries(profile: str, dataset: str):
+    """The materialised evaluation queries, else the same judged queries straight from the data mirror."""
+    try:
+        return load_materialised(lab.config.load("data", profile).out_dir, dataset, []).queries
+    except FileNotFoundError:
+        from lab.data.trecdl import load_dataset
+
+        return load_dataset(dataset, first_stages=[]).queries
+
+
+def _backbone(profile: str, role: str):
+    folder = Path(lab.config.load("models", profile).out_dir) / role
+    if folder.is_dir():
+        return folder
+    from lab.models import resolve
+
+    return resolve(lab.config.load("models", profile).refs[role])
 
 
 @torch.no_grad()
@@ -90,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--paper-shaped", action="store_true", help="also a random-init Qwen3-0.6B")
     p.add_argument("--threads", type=int, default=None, help="default: laser.threads")
-    p.add_argument("--out", default=str(Path("outputs") / "bench" / "laser_latency.json"))
+    p.add_argument("--out", default=None, help="default outputs/bench/laser_latency.json "
+                   "(laser_latency_paper_shaped.json with --paper-shaped)")
     args = p.parse_args(argv)
     profile = args.profile or lab.config.active_profile()
     cfg = lab.config.load("laser", profile)
@@ -98,17 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     prompt = load_laser_prompt(cfg.prompt)
-    queries = [q.text for q in load_materialised(lab.config.load("data", profile).out_dir, cfg.eval.dataset,
-                                                 []).queries[: args.queries]]
+    queries = [q.text for q in _queries(profile, cfg.eval.dataset)[: args.queries]]
     gen_tokens = args.gen_tokens or _median_tokens(cfg.reasoning.max_new_tokens)
-    refs = {"backbone": Path(lab.config.load("models", profile).out_dir) / cfg.model_role}
+    refs = {"backbone": _backbone(profile, cfg.model_role)}
     if args.paper_shaped:
-        from lab.models import resolve
-
-        refs["random:qwen3-0.6b"] = resolve("random:qwen3-0.6b")
+        refs[PAPER_SHAPED] = f"{PAPER_SPEC} (config only, vocab {PAPER_VOCAB})"
+    out = args.out or str(Path("outputs") / "bench" / ("laser_latency_paper_shaped.json" if args.paper_shaped
+                                                       else "laser_latency.json"))
     results: dict[str, dict] = {}
     for name, path in refs.items():
-        model, tok = laser_data.load_base(path, "float32")
+        model, tok = _paper_shaped() if name == PAPER_SHAPED else laser_data.load_base(path, "float32")
         model.eval()
         results[name] = {f"b{b}": time_model(model, tok, prompt, queries, gen_tokens, cfg.loss.query_max_len, b,
                                              args.repeats) for b in (1, 8)}
@@ -123,15 +170,20 @@ def main(argv: list[str] | None = None) -> int:
         ratios[f"rewrite_over_latent_{b}"] = main_r[b]["rewrite"] / main_r[b]["latent_k3"]
     for name, r in results.items():
         if name != "backbone":
-            ratios[f"{name}_latent_over_single_b1"] = r["b1"]["latent_k3"] / r["b1"]["single"]
-            ratios[f"{name}_rewrite_over_latent_b1"] = r["b1"]["rewrite"] / r["b1"]["latent_k3"]
+            for b in ("b1", "b8"):
+                ratios[f"{name}_latent_over_single_{b}"] = r[b]["latent_k3"] / r[b]["single"]
+                ratios[f"{name}_rewrite_over_latent_{b}"] = r[b]["rewrite"] / r[b]["latent_k3"]
+            print(f"{name}: rewrite-then-retrieve / latent K=3 {ratios[f'{name}_rewrite_over_latent_b1']:.1f}x (b1), "
+                  f"{ratios[f'{name}_rewrite_over_latent_b8']:.1f}x (b8); latent K=3 / single pass "
+                  f"{ratios[f'{name}_latent_over_single_b1']:.2f}x (b1), "
+                  f"{ratios[f'{name}_latent_over_single_b8']:.2f}x (b8)")
     command = shlex.join(["python", "bench/laser_latency.py", *sys.argv[1:]])
-    write_json(args.out, {"profile": profile, "command": command,
+    write_json(out, {"profile": profile, "command": command,
                           "models": {k: str(v) for k, v in refs.items()}, "queries": len(queries),
                           "gen_tokens": gen_tokens, "threads": torch.get_num_threads(),
                           "machine": platform.processor() or platform.machine(), "seconds_per_query": results,
                           "ratios": ratios})
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     print(f"rewrite-then-retrieve / latent K=3 (batch 1): {ratios['rewrite_over_latent_b1']:.1f}x")
     print(f"latent K=3 / single pass (batch 1): {ratios['latent_over_single_b1']:.2f}x")
     return 0

@@ -2,6 +2,7 @@
 
     python bench/specontext_throughput.py [--profile smoke] [--contexts 2048 4096 8192] [--batches 1 8]
                                           [--steps 8] [--budget 1024] [--model REF] [--threads N]
+                                          [--repeats R] [--headline gather|elastic] [--methods ...]
 
 The target is ``models/<specontext.model_role>`` (or ``--model``, e.g. ``random:llama-7b`` on a GPU); the retrieval
 head is the distilled DLM's (``outputs/specontext_dlm/dlm`` + ``outputs/specontext_heads/heads.json``) when they
@@ -12,10 +13,19 @@ every step then appends its token as in real decoding. ``--cache static`` (defau
 (transformers' ``StaticCache``: in-place writes; full KV attends over it with the mask), ``--cache dynamic`` is HF's
 ``DynamicCache``, which re-concatenates every layer's whole KV each step (a copy SpeContext pays as well, since the
 target keeps its full KV). Both methods run the same ``lab.kv.selective`` controller:
-full KV (no selector) vs the head's set of ``--budget`` rows shared by all layers; one untimed warm-up step each.
+full KV (no selector) vs the head's set of ``--budget`` rows shared by all layers, gathered in every layer
+(``specontext``) or kept per layer in persistent buffers refilled with only the rows that entered the set
+(``specontext_elastic``: elastic loading, :class:`lab.kv.offload.ElasticCache`; each row reports the rows and bytes
+it copied per step next to a full gather's). On CUDA two more rows: SpeContext with the full KV in pinned host
+memory (``specontext_host``: changed rows prefetched on a side stream) and HF's offloaded full KV
+(``DynamicCache(offloading=True)``, ``hf_offloaded``; transformers 5.24 offloads through CUDA streams only, so the
+row is absent on CPU). One untimed warm-up step each. Random K/V make the selected set change more per step than
+real text does (37-45% measured in specontext_eval, docs/measurements.md): read the elastic rows as a worst case.
 Peak memory: ``torch.cuda.max_memory_allocated`` on a GPU; on CPU the process's max RSS (monotone, so read it as an
-upper bound) plus the attended KV bytes per step. The 8k batch-8 ratio is printed last and written to ``--out``
-(default ``outputs/bench/specontext_throughput.json``) for ``experiments/specontext/expected.yaml``.
+upper bound) plus the attended KV bytes per step. The 8k batch-8 ratio (``--headline``: the gather path, as
+before, or the elastic one) is printed last and written to ``--out`` (default
+``outputs/bench/specontext_throughput.json``) for ``experiments/specontext/expected.yaml``, with both paths'
+ratios beside it (``ratio_gather_*``, ``ratio_elastic_*``).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import json
 import platform
 import resource
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,46 +43,28 @@ from pathlib import Path
 import torch
 
 import lab.config
-from lab.kv import memory, selective
+from lab.kv import memory, offload, selective
+from lab.kv.synthetic import head_with_context, random_cache as fake_cache
 from lab.kv.retrieval_head import HeadSelector, RetrievalHead, build_dlm
 from lab.paths import write_json
 
 
-def fake_cache(config, batch: int, length: int, layers: int, dtype, device, kind: str = "dynamic", extra: int = 0):
-    from transformers import DynamicCache, StaticCache
-
-    d = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    cache = (DynamicCache(config=config) if kind == "dynamic" else
-             StaticCache(config=config, max_cache_len=length + extra))
-    g = torch.Generator(device="cpu").manual_seed(0)
-    for layer in range(layers):
-        k = torch.randn(batch, config.num_key_value_heads, length, d, generator=g).to(device, dtype)
-        cache.update(k, k.clone(), layer)
-    return cache
-
-
-def head_with_context(head: RetrievalHead, batch: int, length: int, dtype, device) -> RetrievalHead:
-    head.reset()
-    if head.top:
-        head.cache = fake_cache(head.config, batch, length, head.top, dtype, device)
-    for name in head.q:
-        head.keys[name] = torch.randn(batch, length, head.head_dim).to(device, dtype)
-    head.length = length
-    return head
-
-
-def timed(model, cache, selector, budget, steps, batch, device, sinks, window) -> float:
-    ctl = selective.SelectiveKV(model, budget, sinks, window)
+def timed(model, cache, selector, budget, steps, batch, device, sinks, window, elastic=False, host=None):
+    """Decode tokens/s over ``steps`` timed steps, and the controller (its ``elastic`` copy counts)."""
+    ctl = selective.SelectiveKV(model, budget, sinks, window, elastic=elastic, host=host)
     ctl.selector = selector
+    cache = host if host is not None else cache
     ids = torch.ones(batch, 1, dtype=torch.long, device=device)
     try:
-        ctl.step(ids, cache)                                         # warm-up
+        ctl.step(ids, cache)                                         # warm-up (elastic: the cold full load)
         sync(device)
+        if ctl.elastic is not None:
+            ctl.elastic.copied = ctl.elastic.gathered = 0
         t0 = time.perf_counter()
         for _ in range(steps):
             ids = ctl.step(ids, cache).argmax(-1, keepdim=True)
         sync(device)
-        return batch * steps / (time.perf_counter() - t0)
+        return batch * steps / (time.perf_counter() - t0), ctl
     finally:
         ctl.detach()
 
@@ -96,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", choices=["static", "dynamic"], default="static",
                    help="target KV: preallocated (in-place writes) or HF DynamicCache (re-concatenated every step)")
     p.add_argument("--threads", type=int, default=None, help="default: specontext.threads")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="measure every method this many times, round-robin; tokens/s = the median")
+    p.add_argument("--headline", choices=["gather", "elastic"], default="gather",
+                   help="which SpeContext path the printed-last ratio_<ctx>k_batch<b> is")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="subset of full specontext specontext_elastic specontext_host hf_offloaded")
     p.add_argument("--out", default=str(Path("outputs") / "bench" / "specontext_throughput.json"))
     args = p.parse_args(argv)
     cfg = lab.config.load("specontext", args.profile)
@@ -123,36 +122,80 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(f"model {ref} ({n_layers} layers, {args.dtype}, {args.cache} cache) on {device}, torch threads {torch.get_num_threads()}; "
           f"retrieval head {'distilled' if trained else 'undistilled (shapes only)'} heads {heads}, budget {args.budget}")
+    methods = args.methods or ["full", "specontext", "specontext_elastic", "specontext_host", "hf_offloaded"]
+    if "full" not in methods or not {"specontext", "specontext_elastic"} & set(methods):
+        p.error("--methods needs full and specontext or specontext_elastic")
+    methods = ["full"] + [m for m in methods if m != "full"]          # the reference first
+    row_bytes = memory.kv_bytes_per_token(1, c.num_key_value_heads, head_dim, dtype.itemsize)   # K+V, one layer
     for context in args.contexts:
         for batch in args.batches:
             row = {"context": context, "batch": batch}
-            for method in ("full", "specontext"):
+            runs: dict[str, list[float]] = {}
+            for method in [m for _ in range(args.repeats) for m in methods]:    # round-robin under contention
+                if method in ("specontext_host", "hf_offloaded") and device.type != "cuda":
+                    row[f"{method}_skipped"] = "needs CUDA (pinned host memory, side streams)"
+                    continue
                 if device.type == "cuda":
+                    torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
-                cache = fake_cache(c, batch, context, n_layers, dtype, device, args.cache, args.steps + 2)
-                sel = None
-                if method == "specontext":
+                kind = {"hf_offloaded": "offloaded", "specontext_host": "dynamic"}.get(method, args.cache)
+                cache = fake_cache(c, batch, context, n_layers, dtype, device, kind, args.steps + 2)
+                sel, host = None, None
+                if method.startswith("specontext"):
                     sel = HeadSelector(head_with_context(head, batch, context, dtype, device))
-                row[f"{method}_tokens_per_s"] = timed(model, cache, sel, args.budget, args.steps, batch, device,
-                                                      cfg.selection.sinks, cfg.selection.window)
-                row[f"{method}_peak_bytes"] = (torch.cuda.max_memory_allocated() if device.type == "cuda" else
-                                               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-                attended = context if method == "full" else min(args.budget, context)
+                if method == "specontext_host":                   # the full KV moves to (pinned) host memory
+                    host = offload.host_cache(cache, args.steps + 2)
+                    cache = None
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                        torch.cuda.reset_peak_memory_stats()
+                tps, ctl = timed(model, cache, sel, args.budget, args.steps, batch, device, cfg.selection.sinks,
+                                 cfg.selection.window, elastic=method in ("specontext_elastic", "specontext_host"),
+                                 host=host)
+                runs.setdefault(method, []).append(tps)
+                row[f"{method}_tokens_per_s"] = statistics.median(runs[method])
+                if args.repeats > 1:
+                    row[f"{method}_tokens_per_s_runs"] = runs[method]
+                row[f"{method}_peak_bytes"] = max(row.get(f"{method}_peak_bytes", 0), (
+                    torch.cuda.max_memory_allocated() if device.type == "cuda" else
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+                attended = context if method in ("full", "hf_offloaded") else min(args.budget, context)
                 row[f"{method}_attended_kv_bytes"] = batch * attended * memory.kv_bytes_per_token(
                     n_layers, c.num_key_value_heads, head_dim, dtype.itemsize)
-                del cache, sel
-            row["ratio"] = row["specontext_tokens_per_s"] / row["full_tokens_per_s"]
+                if ctl.elastic is not None:                       # rows moved per step vs a gather of the set
+                    e = ctl.elastic
+                    row[f"{method}_rows_per_step"] = e.copied / args.steps
+                    row[f"{method}_bytes_per_step"] = e.copied / args.steps * row_bytes
+                    row["gather_rows_per_step"] = e.gathered / args.steps
+                    row["gather_bytes_per_step"] = e.gathered / args.steps * row_bytes
+                    row[f"{method}_moved_fraction"] = e.copied / max(1, e.gathered)
+                    row[f"{method}_reload_steps"] = e.reloads     # steps that regathered the whole set
+                del cache, sel, host, ctl
+            for method in methods[1:]:
+                if f"{method}_tokens_per_s" in row:
+                    row[f"ratio_{method}"] = row[f"{method}_tokens_per_s"] / row["full_tokens_per_s"]
+            row["ratio"] = row.get("ratio_specontext", float("nan"))
             rows.append(row)
-            print(f"context {context:6d} batch {batch}: full {row['full_tokens_per_s']:8.2f} tok/s, SpeContext "
-                  f"{row['specontext_tokens_per_s']:8.2f} tok/s, ratio {row['ratio']:.2f}x", flush=True)
+            print(f"context {context:6d} batch {batch}: full {row['full_tokens_per_s']:8.2f} tok/s; " + ", ".join(
+                f"{m} {row[f'{m}_tokens_per_s']:8.2f} tok/s ({row[f'ratio_{m}']:.2f}x)" for m in methods[1:]
+                if f"ratio_{m}" in row) + (f"; elastic copies {row['specontext_elastic_moved_fraction']:.0%} of a "
+                                           "gather's rows" if "specontext_elastic_moved_fraction" in row else ""),
+                  flush=True)
     last = next((r for r in rows if r["context"] == 8192 and r["batch"] == 8), rows[-1])
+    tag = f"{last['context'] // 1024}k_batch{last['batch']}"
+    ratios = {f"ratio_gather_{tag}": last.get("ratio_specontext"),
+              f"ratio_elastic_{tag}": last.get("ratio_specontext_elastic")}
+    headline = ratios[f"ratio_{args.headline}_{tag}"]
+    if headline is None:
+        p.error(f"--headline {args.headline}: its method was not run")
     out = {"profile": args.profile or lab.config.active_profile(), "model": ref, "device": str(device),
            "command": shlex.join(["python", "bench/specontext_throughput.py", *sys.argv[1:]]),
            "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-           "budget": args.budget, "steps": args.steps, "cache": args.cache, "heads": [list(h) for h in heads], "trained_head": trained,
-           "rows": rows, f"ratio_{last['context'] // 1024}k_batch{last['batch']}": last["ratio"]}
+           "budget": args.budget, "steps": args.steps, "repeats": args.repeats, "cache": args.cache, "heads": [list(h) for h in heads], "trained_head": trained,
+           "methods": methods, "headline": args.headline, "rows": rows, **ratios, f"ratio_{tag}": headline}
     write_json(args.out, out)
-    print(f"ratio at {last['context']} tokens, batch {last['batch']} (SpeContext / full KV): {last['ratio']:.2f}x")
+    print(f"ratio at {last['context']} tokens, batch {last['batch']} (SpeContext {args.headline} / full KV): "
+          f"{headline:.2f}x")
     print(f"wrote {args.out}")
     return 0
 

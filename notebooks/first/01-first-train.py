@@ -5,7 +5,8 @@
 # loss of the gold permutation `[B] > [A] > ...` plus a weighted RankNet loss on the identifier logits right after
 # `[`, the logits single-token reranking reads. The ablation trains the same model with `L_LM` only (what
 # RankZephyr does) and with `L_rank` only. Smoke profile: SmolLM2-135M-Instruct + LoRA on TREC DL 2020 BM25
-# windows, gold orders from the graded qrels (ties broken by BM25 rank); DL 2019 is never trained on (checked).
+# windows, gold orders from the graded qrels (ties broken by BM25 rank for the LM target; the RankNet loss skips tied
+# pairs, half of the smoke windows' pairs); DL 2019 is never trained on (checked).
 # Interrupted training resumes from `first.checkpoint_dir`.
 #
 # Run interactively (JupyterLab, not `lab.stage`), this notebook resolves every path from the repo root whatever the

@@ -37,7 +37,7 @@ run.log_datasets(data_dir, [cfg.train.dataset])
 setup_torch(cfg.threads, seed)
 model_path = laser_data.model_path(cfg, lab.config.load("models", profile).out_dir)
 reasoning = laser_data.read_reasoning("outputs/laser_reasoning/reasoning.csv")
-training = laser_data.training_set(cfg, data_dir, reasoning)
+training = laser_data.training_set(cfg, data_dir, reasoning, seed=seed)
 run.log_metrics({"data": training.summary()})
 pd.DataFrame([training.summary()])
 

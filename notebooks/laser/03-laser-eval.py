@@ -25,7 +25,7 @@ import lab.config
 import lab.tracking
 from lab.data.formats import write_trec_run
 from lab.eval import plots  # noqa: F401  (sets the headless backend)
-from lab.methods.laser import data as laser_data, evaluate as laser_eval
+from lab.methods.laser import bright_eval, data as laser_data, evaluate as laser_eval
 from lab.models import setup_torch
 
 cfg = lab.config.load("laser", profile)
@@ -35,30 +35,45 @@ data_dir = lab.config.load("data", profile).out_dir
 run.log_datasets(data_dir, [cfg.eval.dataset])
 setup_torch(cfg.threads, seed)
 model_path = laser_data.model_path(cfg, lab.config.load("models", profile).out_dir)
-pool = laser_data.eval_pool(cfg, data_dir)
-reasoning = laser_data.read_reasoning("outputs/laser_reasoning/reasoning.csv")
-run.log_metrics({"pool": {"queries": len(pool.queries), "passages": len(pool.docids)}})
+bright = cfg.eval.benchmark == "bright"          # paper profile: BRIGHT's tasks instead of the DL19 pool
+if bright:
+    tasks = bright_eval.load_tasks(cfg)
+    run.log_metrics({"bright": {t: {"queries": len(b.queries), "documents": len(b.docids), "excluded": b.n_excluded}
+                                for t, b in tasks.items()}})
+else:
+    pool = laser_data.eval_pool(cfg, data_dir)
+    reasoning = laser_data.read_reasoning("outputs/laser_reasoning/reasoning.csv")
+    run.log_metrics({"pool": {"queries": len(pool.queries), "passages": len(pool.docids)}})
 
 # %%
 clock = laser_data.Stopwatch()
-out = laser_eval.run_all(cfg, pool, model_path=model_path, adapters_dir="outputs/laser_train/adapters",
-                         reasoning=reasoning)
-summary, per_query, metrics = laser_eval.score(cfg, pool, out)
-for name, r in out.runs.items():
-    write_trec_run(r, Path(run.out_dir) / "runs" / f"{name}.trec", tag=name)
+if bright:
+    out = bright_eval.run_bright(cfg, tasks, model_path=model_path, adapters_dir="outputs/laser_train/adapters")
+    summary, per_query, metrics = bright_eval.score(cfg, tasks, out)
+    for (name, task), r in out.runs.items():
+        write_trec_run(r, Path(run.out_dir) / "runs" / f"{name}.{task}.trec", tag=name)
+    children = [(name, {"variant": variant, "k": k, "rewrite": False}) for name, variant, k in bright_eval.configs(cfg)]
+else:
+    out = laser_eval.run_all(cfg, pool, model_path=model_path, adapters_dir="outputs/laser_train/adapters",
+                             reasoning=reasoning)
+    summary, per_query, metrics = laser_eval.score(cfg, pool, out)
+    for name, r in out.runs.items():
+        write_trec_run(r, Path(run.out_dir) / "runs" / f"{name}.trec", tag=name)
+    children = [(c.name, {"variant": c.variant, "k": c.k, "rewrite": c.rewrite}) for c in laser_eval.configs(cfg)]
 run.log_table(summary, "summary")
 run.log_table(per_query, "per_query")
 run.log_metrics({**metrics, "seconds": out.seconds, "seconds_total": clock.seconds()})
-for c in laser_eval.configs(cfg):
-    run.child(c.name, params={"variant": c.variant, "k": c.k, "rewrite": c.rewrite}, metrics=metrics[c.name])
+for name, params in children:
+    run.child(name, params=params, metrics=metrics[name])
 summary.round(4)
 
 # %%
 sns.set_theme(style="whitegrid")
 ax = sns.barplot(data=summary, y="config", x="ndcg_10", orient="h", color="steelblue")
-ax.set_xlabel("DL19 nDCG@10 (dense over the candidate pool)")
+ax.set_xlabel("BRIGHT avg nDCG@10 (12 tasks, excluded ids dropped)" if bright else
+              "DL19 nDCG@10 (dense over the candidate pool)")
 run.log_figure(ax.figure, "ndcg_10")
 
 # %% [markdown]
-# The figure shows DL19 nDCG@10 of every evaluated configuration: the variants at their own K, the full model at
-# each inference K of the sweep, and rewrite-then-retrieve.
+# The figure shows nDCG@10 (DL19 at smoke; the BRIGHT average in the paper profile) of every evaluated configuration:
+# the variants at their own K, the full model at each inference K of the sweep, and rewrite-then-retrieve.

@@ -39,7 +39,7 @@ import torch
 import lab.config
 import lab.tracking
 from lab.eval import plots  # noqa: F401  (sets the headless backend)
-from lab.methods.specontext import dlm as spec_dlm, evaluate as spec_eval, heads as spec_heads
+from lab.methods.specontext import benchmarks as spec_bench, dlm as spec_dlm, evaluate as spec_eval, heads as spec_heads
 from lab.models import load_model, load_tokenizer, setup_torch
 
 cfg = lab.config.load("specontext", profile)
@@ -92,6 +92,19 @@ run.log_metrics({"needles": {"full_success_rate": full_rate, "scored": int(summa
                              **{f"{r['method']}.B{r['budget']}": r["accuracy"] for r in summary.to_dict("records")}}})
 print(f"full-KV needle success rate: {full_rate:.2f}")
 summary
+
+# %%
+bench_rows = []          # paper profile: LongBench / RULER from the Hub (specontext.bench.sets; none in smoke)
+for name in cfg.bench.sets:
+    selectors = spec_eval.make_selectors(cfg, cfg.eval.methods, heads, n_layers)
+    bench_rows += spec_bench.benchmark_eval(target, tok, spec_bench.load(name, cfg.bench.samples), selectors,
+                                            cfg.bench.budgets, cfg)
+if bench_rows:
+    bench = pd.DataFrame(bench_rows)
+    run.log_table(bench, "benchmarks")
+    bench_table = bench.groupby(["set", "method", "budget"], as_index=False)["score"].mean()
+    run.log_metrics({"benchmarks": {f"{r['set']}.{r['method']}.B{r['budget']}": r["score"]
+                                    for r in bench_table.to_dict("records")}})
 
 # %%
 sns.set_theme(style="whitegrid")

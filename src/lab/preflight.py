@@ -24,7 +24,7 @@ __all__ = ["PreflightError", "dry_run", "missing", "check", "ENV_DRY_RUN"]
 ENV_DRY_RUN = "LAB_PAPER_DRY_RUN"
 _TRUE = ("1", "true", "yes", "on")
 # Stages of the paper profile that run no model (cheap CPU bookkeeping): they need neither GPU nor Hub.
-NO_DEVICE_STAGES = frozenset({"report", "first_report"})
+NO_DEVICE_STAGES = frozenset({"report", "first_report", "specontext_report"})
 # Stages that download (Hub data sets / models) and compute on CPU: they check the GPU too, because the paper
 # pipeline's later stages need one and failing at the first stage is the point (nothing downloaded in vain);
 # LAB_PAPER_CPU_STAGES=1 lets them run on a CPU machine (e.g. to fetch data ahead of a GPU job).

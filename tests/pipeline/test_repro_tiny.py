@@ -86,6 +86,9 @@ def test_repro_runs_every_stage_and_tracks_it(tiny_repo):
     metrics = json.loads((root / "outputs" / "firststage" / "metrics.json").read_text())
     assert set(metrics) == {"trec-dl-2019", "trec-dl-2020"}
     assert set(metrics["trec-dl-2019"]) == {"bm25", "splade_pp_ed"}
+    # tiny lists no BEIR set: the dense first stage writes an empty manifest (paper: one TREC run per set)
+    assert json.loads((root / "outputs/first_firststage/runs/manifest.json").read_text()) == {}
+    assert json.loads((root / "outputs/first_firststage/metrics.json").read_text())["n_sets"] == 0
     runs = {r.data.tags["stage"]: r for r in mlflow_runs(root)}
     assert set(runs) == set(STAGES)
     assert all(r.info.status == "FINISHED" and r.data.tags["profile"] == "tiny" for r in runs.values())

@@ -5,7 +5,9 @@
 - :mod:`lab.data.trecdl`: TREC DL 2019/2020 with the six first-stage runs, query pools, BEIR topics,
   and the DVC ``data`` stage (:func:`materialise` / :func:`load_materialised`);
 - :mod:`lab.data.beir`: BEIR-format corpora from a folder or the Hugging Face Hub;
-- :mod:`lab.data.vidore`: ViDoRe v1/v2/v3 page-image benchmarks (parquet) from a folder, the mirror or the Hub.
+- :mod:`lab.data.vidore`: ViDoRe v1/v2/v3 page-image benchmarks (parquet) from a folder, the mirror or the Hub;
+- :mod:`lab.data.laser_training` / :mod:`lab.data.bright`: LaSER's training rows and BRIGHT's 12 tasks (excluded
+  ids, mteb-1.x-compat), Hub dataset repos found by :func:`lab.data.sources.hub_dataset_folder` (one resolver).
 """
 
 from lab.data.formats import (

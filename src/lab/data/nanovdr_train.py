@@ -22,7 +22,6 @@ Files are found like :mod:`lab.data.vidore`'s: an explicit ``root`` holding ``<o
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -30,13 +29,13 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from lab.data.formats import DataFormatError, pick_column
-from lab.data.sources import DataUnavailableError, mirror_dir, offline
+from lab.data.sources import HF_MIRROR_SUBDIR, DataUnavailableError, hub_dataset_folder
 from lab.records import Query
 
 __all__ = ["REPO", "TrainQuery", "train_folder", "split_files", "read_queries", "balance", "MIRROR_SUBDIR"]
 
 REPO = "nanovdr/NanoVDR-Train"
-MIRROR_SUBDIR = "hf-datasets"
+MIRROR_SUBDIR = HF_MIRROR_SUBDIR
 TEXT = ("query", "question", "text")
 LANGUAGE = ("language", "lang")
 SOURCE = ("source", "dataset")
@@ -90,30 +89,10 @@ def _has_split(folder: Path, split: str) -> bool:
 def train_folder(split: str = "train", root: str | Path | None = None, repo: str = REPO,
                  revision: str | None = None) -> Path:
     """The local folder of ``repo`` holding ``split``'s parquet files (see the module doc for the order)."""
-    tried = []
-    candidates = [Path(root) / repo] if root else []
-    mirror = mirror_dir()
-    if mirror is not None:
-        candidates.append(mirror / MIRROR_SUBDIR / repo)
-    for folder in candidates:
-        if _has_split(folder, split):
-            return folder
-        tried.append(str(folder))
-    patterns = [f"**/{alias}-*.parquet" for alias in SPLIT_ALIASES.get(split, (split,))] + \
-               [f"**/{alias}/*.parquet" for alias in SPLIT_ALIASES.get(split, (split,))]
-    try:
-        import huggingface_hub
-
-        folder = Path(huggingface_hub.snapshot_download(repo, repo_type="dataset", revision=revision,
-                                                        allow_patterns=patterns, local_files_only=offline(),
-                                                        endpoint=os.environ.get("HF_ENDPOINT") or None))
-    except Exception as err:       # network, auth, LocalEntryNotFound under LAB_OFFLINE
-        raise DataUnavailableError(
-            f"{repo} ({split}): not found in {', '.join(tried) or 'no local folder'} and the Hub failed"
-            f"{' (local cache only: LAB_OFFLINE is set)' if offline() else ''}: {type(err).__name__}: {err}") from err
-    if not _has_split(folder, split):
-        raise DataUnavailableError(f"{repo}: snapshot {folder} has no {split!r} parquet files")
-    return folder
+    aliases = SPLIT_ALIASES.get(split, (split,))
+    patterns = [f"**/{alias}-*.parquet" for alias in aliases] + [f"**/{alias}/*.parquet" for alias in aliases]
+    return hub_dataset_folder(repo, patterns=patterns, has_files=lambda f: _has_split(f, split),
+                              what=f"{repo} ({split})", root=root, strict_root=False, revisions=(revision,))
 
 
 def split_files(folder: str | Path, split: str, missing_ok: bool = False) -> list[Path]:

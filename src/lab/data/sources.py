@@ -18,6 +18,12 @@ tries, in order:
    mirror: loopback servers in tests, an internal mirror); the hash check still applies, so the
    override can change where bytes come from but never which bytes are accepted;
 4. otherwise :class:`DataUnavailableError`, naming ``LAB_DATA_MIRROR`` and the URL tried.
+
+Hugging Face *dataset repos* (ViDoRe, NanoVDR-Train, rank_zephyr, LaSER-Training, BRIGHT) are not registry files:
+:func:`hub_dataset_folder` is their one resolver. Order: an explicit ``root`` holding ``<owner>/<name>/``; the
+mirror's ``hf-datasets/<owner>/<name>/`` (laid out like the Hub repo); ``huggingface_hub.snapshot_download`` of only
+the needed files (:func:`hf_snapshot`, the seam tests replace; ``LAB_OFFLINE=1``: the local HF cache only), at each
+of ``revisions`` in turn; otherwise :class:`DataUnavailableError` naming everything tried.
 """
 
 from __future__ import annotations
@@ -32,14 +38,17 @@ import shutil
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import yaml
 
 from lab.paths import atomic_path, cache_dir, repo_root
 
-__all__ = ["Entry", "registry", "resolve", "mirror_dir", "sha256_file", "DataUnavailableError", "DataIntegrityError"]
+__all__ = ["Entry", "registry", "resolve", "mirror_dir", "sha256_file", "DataUnavailableError", "DataIntegrityError",
+           "hub_dataset_folder", "hf_snapshot", "HF_MIRROR_SUBDIR"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
+HF_MIRROR_SUBDIR = "hf-datasets"       # <mirror>/hf-datasets/<owner>/<name>/ mirrors the Hub dataset repo <owner>/<name>
 
 
 class DataUnavailableError(FileNotFoundError):
@@ -180,3 +189,56 @@ def download(e: Entry, dest: Path, url: str | None = None) -> Path:
                 "the download was deleted (upstream changed, or the URL/base override is wrong)"
             )
     return dest
+
+
+# ------------------------------------------------------------------------------------- Hub dataset repos
+def hf_snapshot(repo_id: str, allow_patterns: Sequence[str], revision: str | None, local_only: bool) -> str:
+    """``snapshot_download`` of dataset repo ``repo_id``, only ``allow_patterns`` (the seam tests replace)."""
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo_id=repo_id, repo_type="dataset", revision=revision,
+                             allow_patterns=list(allow_patterns), local_files_only=local_only,
+                             endpoint=os.environ.get("HF_ENDPOINT") or None)
+
+
+def hub_dataset_folder(repo: str, *, patterns: Sequence[str], has_files: Callable[[Path], bool], what: str,
+                       root: str | os.PathLike | None = None, strict_root: bool = True,
+                       revisions: Sequence[str | None] = (None,)) -> Path:
+    """A local folder laid out like Hub dataset repo ``repo`` for which ``has_files(folder)`` holds.
+
+    ``patterns``: the globs to download (and to name in errors); ``what``: how errors name the data (e.g.
+    ``"ViDoRe set v1/docvqa"``). ``root`` given: ``root/<repo>`` must hold the files (``strict_root``: else raise;
+    otherwise fall through to the mirror and the Hub). ``revisions``: tried in order (``None`` = main), e.g.
+    ``(None, "refs/convert/parquet")`` for the parquet-converter branch.
+    """
+    tried: list[str] = []
+    if root:
+        folder = Path(root) / repo
+        if has_files(folder):
+            return folder
+        if strict_root:
+            raise DataUnavailableError(f"{folder}: no {list(patterns)} ({what}; root {root} given)")
+        tried.append(f"root {folder} (no {list(patterns)})")
+    mirror = mirror_dir()
+    if mirror is not None:
+        folder = mirror / HF_MIRROR_SUBDIR / repo
+        if has_files(folder):
+            return folder
+        tried.append(f"mirror {folder} (no {list(patterns)})")
+    else:
+        tried.append("mirror: LAB_DATA_MIRROR unset and no ../shared/data beside the repo")
+    local = offline()
+    for rev in revisions:
+        where = (f"Hugging Face dataset {repo}@{rev or 'main'}"
+                 f"{' (local cache only: LAB_OFFLINE is set)' if local else ''}")
+        try:
+            folder = Path(hf_snapshot(repo, list(patterns), rev, local))
+        except Exception as err:      # network, auth, unknown revision, LocalEntryNotFound under LAB_OFFLINE
+            tried.append(f"{where}: {type(err).__name__}: {err}")
+            continue
+        if has_files(folder):
+            return folder
+        tried.append(f"{where}: snapshot {folder} has none of {list(patterns)}")
+    raise DataUnavailableError(f"{what} is not available. Tried: " + "; ".join(tried) +
+                               f". Put the repo's files under <LAB_DATA_MIRROR>/{HF_MIRROR_SUBDIR}/{repo}/ "
+                               "or allow Hub downloads.")

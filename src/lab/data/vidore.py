@@ -38,14 +38,14 @@ import yaml
 
 from lab.data.formats import DataFormatError, pick_column
 from lab.data.pages import Page
-from lab.data.sources import DataUnavailableError, mirror_dir, offline
+from lab.data.sources import HF_MIRROR_SUBDIR, hub_dataset_folder
 from lab.paths import atomic_path
 from lab.records import Qrels, Query
 
 __all__ = ["VidoreSet", "VidoreDataset", "registry", "vidore_set", "load_vidore", "dataset_folder",
            "binarise", "MIRROR_SUBDIR"]
 
-MIRROR_SUBDIR = "hf-datasets"          # <mirror>/hf-datasets/<owner>/<name>/<config>/<split>-*.parquet
+MIRROR_SUBDIR = HF_MIRROR_SUBDIR       # <mirror>/hf-datasets/<owner>/<name>/<config>/<split>-*.parquet
 TEXT_COLUMNS = ("text_description", "markdown", "text")   # page text, when the set ships one (OCR)
 _IMAGE_EXT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "TIFF": ".tif", "BMP": ".bmp"}
 
@@ -100,14 +100,6 @@ def binarise(graded: Mapping[str, Mapping[str, float]]) -> Qrels:
 
 # ------------------------------------------------------------------------------------------ locating
 
-def _hf_snapshot(repo_id: str, allow_patterns: list[str], revision: str | None, local_only: bool) -> str:
-    """``snapshot_download`` of a dataset repo, restricted to ``allow_patterns`` (the seam tests replace)."""
-    from huggingface_hub import snapshot_download
-
-    return snapshot_download(repo_id=repo_id, repo_type="dataset", revision=revision,
-                             allow_patterns=allow_patterns, local_files_only=local_only)
-
-
 def _patterns(spec: VidoreSet) -> list[str]:
     return [f"{c}/{spec.split}-*.parquet" for c in spec.configs()]
 
@@ -118,29 +110,8 @@ def _has_files(folder: Path, spec: VidoreSet) -> bool:
 
 def dataset_folder(spec: VidoreSet, root: str | Path | None = None) -> Path:
     """A local folder laid out like the Hub repo of ``spec`` (see the module docstring for the order)."""
-    if root:
-        folder = Path(root) / spec.repo
-        if not _has_files(folder, spec):
-            raise FileNotFoundError(f"{folder}: no {_patterns(spec)} (benchmark root {root} given)")
-        return folder
-    tried = []
-    mirror = mirror_dir()
-    if mirror is not None:
-        folder = mirror / MIRROR_SUBDIR / spec.repo
-        if _has_files(folder, spec):
-            return folder
-        tried.append(f"mirror {folder} (no {_patterns(spec)})")
-    try:
-        folder = Path(_hf_snapshot(spec.repo, _patterns(spec), spec.revision, offline()))
-    except Exception as err:      # network, auth, missing revision, LocalEntryNotFound under LAB_OFFLINE
-        tried.append(f"Hugging Face dataset {spec.repo}@{spec.revision or 'main'}"
-                     f"{' (local cache only: LAB_OFFLINE is set)' if offline() else ''}: {type(err).__name__}: {err}")
-        raise DataUnavailableError(f"ViDoRe set {spec.key} is not available. Tried: " + "; ".join(tried) +
-                                   f". Put the repo's parquet files under <LAB_DATA_MIRROR>/{MIRROR_SUBDIR}/"
-                                   f"{spec.repo}/ or allow Hub downloads.") from None
-    if not _has_files(folder, spec):
-        raise FileNotFoundError(f"Hugging Face dataset {spec.repo}: none of {_patterns(spec)} in the snapshot")
-    return folder
+    return hub_dataset_folder(spec.repo, patterns=_patterns(spec), has_files=lambda f: _has_files(f, spec),
+                              what=f"ViDoRe set {spec.key}", root=root, revisions=(spec.revision,))
 
 
 def _files(folder: Path, config: str, split: str) -> list[Path]:

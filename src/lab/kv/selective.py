@@ -66,7 +66,10 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
         ctl.record(layer, full, idx)
     if idx is None:
         return _sdpa(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    k, v = gather_rows(key, idx), gather_rows(value, idx)                        # (B, KVH, S, D)
+    if ctl.elastic is not None and not getattr(ctl.selector, "per_layer", False):
+        k, v, idx = ctl.elastic.layer_kv(layer, key, value)                      # (B, KVH, S, D), slot order
+    else:
+        k, v = gather_rows(key, idx), gather_rows(value, idx)                    # (B, KVH, S, D)
     if attention_mask is not None:
         mask_idx = idx[:, None, None, :].expand(*attention_mask.shape[:3], idx.shape[1])
         attention_mask = attention_mask.gather(-1, mask_idx)                      # (B, 1, 1, S)
@@ -105,12 +108,28 @@ class SelectiveKV:
 
     ``selector``: an object of :mod:`lab.kv.baselines` (or SpeContext's :class:`~lab.kv.retrieval_head.HeadSelector`)
     with ``per_layer`` and ``select(ctx)`` / ``select_layer(layer, query, key, scaling, ctx)``; ``None`` = full KV.
+
+    ``elastic=True`` (global selectors only): each layer keeps a persistent buffer of the selected rows and a step
+    copies only the rows that entered the set (:class:`lab.kv.offload.ElasticCache`, planned once per step) instead
+    of gathering all of them in every layer; attention then reads its keys in slot order, not sorted (softmax and
+    the weighted sum are order-invariant up to float summation order: allclose, not bitwise; tested). ``host``: a
+    :func:`lab.kv.offload.host_cache` the full KV lives in (pinned CPU memory on CUDA; implies ``elastic``).
+    ``reload_above``: the changed fraction above which a step regathers the whole set (ElasticCache's).
+    Default (``elastic=False``): the gather path, unchanged.
     """
 
-    def __init__(self, model, budget: int, sinks: int = 4, window: int = 64, measure: bool = False):
+    def __init__(self, model, budget: int, sinks: int = 4, window: int = 64, measure: bool = False,
+                 elastic: bool = False, host=None, reload_above: float | None = None):
         register()
         self.model, self.budget, self.sinks, self.window, self.measure = model, budget, sinks, window, measure
         self.layers = len(attention_modules(model))
+        self.elastic = None
+        if elastic or host is not None:
+            from lab.kv.offload import ElasticCache
+
+            if host is not None and measure:
+                raise ValueError("measure=True reads every key of the full KV: not with the KV in host memory")
+            self.elastic = ElasticCache(self.layers, budget, host, reload_above)
         self.selector = None
         self.prefill_hook = None
         self.observer = None
@@ -175,9 +194,15 @@ class SelectiveKV:
             ctx["full_probs"] = self._layer_probs / self.layers                    # (B, L)
             self.selector, self.record_full, self.measure = saved, False, measure
             self._layer_probs = None
+        if self.elastic is not None and (sel is None or getattr(sel, "per_layer", False)
+                                         or getattr(sel, "needs_full_pass", False)):
+            raise ValueError("elastic loading serves one global set per step: a global selector "
+                             f"(not {getattr(sel, 'name', sel)!r})")
         if sel is not None and not getattr(sel, "per_layer", False):
             self.select_calls += 1
             self._global = sel.select(ctx)                                       # (B, S), once per step
+            if self.elastic is not None:
+                self.elastic.begin(self._global)                                 # one copy plan for every layer
         with torch.no_grad():
             out = self.model(input_ids=input_ids, cache=cache, use_cache=True)
         if self.measure:
@@ -248,12 +273,15 @@ def copy_cache(cache):
 
 
 def decode(model, cache, tokens: torch.Tensor, selector=None, *, budget: int, sinks: int = 4, window: int = 64,
-           measure: bool = False, greedy_after: int | None = None, progress: bool = False, desc: str = "decode"):
+           measure: bool = False, greedy_after: int | None = None, progress: bool = False, desc: str = "decode",
+           elastic: bool = False, host=None, reload_above: float | None = None):
     """Feed ``tokens`` (B, T) one at a time (teacher forcing); with ``greedy_after`` = n, feed the first n and then
-    ``T - n`` greedy tokens. Returns ``(logits (B, T, V) fp32, fed tokens (B, T), controller)``."""
+    ``T - n`` greedy tokens. Returns ``(logits (B, T, V) fp32, fed tokens (B, T), controller)``. ``elastic`` /
+    ``host``: see :class:`SelectiveKV` (``host`` replaces ``cache``: pass ``host_cache(cache, T)``)."""
     from tqdm.auto import tqdm
 
-    ctl = SelectiveKV(model, budget, sinks, window, measure)
+    ctl = SelectiveKV(model, budget, sinks, window, measure, elastic=elastic, host=host, reload_above=reload_above)
+    cache = host if host is not None else cache
     ctl.selector = selector
     if selector is not None and hasattr(selector, "bind"):
         selector.bind(ctl)

@@ -32,17 +32,25 @@ def _zero(x: Tensor) -> Tensor:
     return x.sum() * 0.0
 
 
-def weighted_ranknet(scores: Tensor, ranks: Tensor, mask: Tensor | None = None, weighted: bool = True) -> Tensor:
+def weighted_ranknet(scores: Tensor, ranks: Tensor, mask: Tensor | None = None, weighted: bool = True,
+                     pair_mask: Tensor | None = None) -> Tensor:
     """Weighted RankNet of FIRST (Reddy et al., EMNLP 2024, arXiv 2406.15657, §3 "L_Rank").
 
     ``L_rank = mean_{(i,j): r_i < r_j} w_ij * log(1 + exp(-(s_i - s_j)))``, ``w_ij = 1 / (r_i + r_j)``
     (``weighted=False``: ``w_ij = 1``, plain RankNet of Burges et al., ICML 2005, cross-entropy cost with
     target probability 1). The mean runs over the gold-ordered pairs of each list, then over lists.
+
+    ``pair_mask[B, n, n]`` (optional) keeps only the pairs ``(i, j)`` where it is True: with gold labels that tie
+    (``label_i == label_j``), the ranks still break the tie for the weights, but the pair is dropped - the official
+    ``rank_net`` (scripts/utils/loss.py) keeps only ``y_true_i - y_true_j > 0`` while its weights come from the
+    sorted positions.
     """
     s = scores.float().masked_fill(~_valid(scores, mask), 0.0)             # [B, n]
     valid = _valid(scores, mask)                                           # [B, n]
     r = ranks.to(s.dtype)                                                  # [B, n]
     pair = (r[:, :, None] < r[:, None, :]) & valid[:, :, None] & valid[:, None, :]   # [B, n, n] i above j
+    if pair_mask is not None:
+        pair = pair & pair_mask.to(torch.bool)                             # [B, n, n]
     diff = s[:, :, None] - s[:, None, :]                                   # [B, n, n] s_i - s_j
     w = 1.0 / (r[:, :, None] + r[:, None, :]) if weighted else torch.ones_like(diff)  # [B, n, n]
     terms = torch.where(pair, w * F.softplus(-diff), torch.zeros_like(diff))          # [B, n, n]

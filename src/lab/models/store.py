@@ -31,9 +31,9 @@ MARKER_FORMAT = 1
 BUILDS: Counter[str] = Counter()
 
 # Files worth copying out of a Hub snapshot or a local folder: config, safetensors weights and
-# tokenizer / sentence-transformers files.  Pickles (*.bin, *.pt, *.pth, *.pkl) are never copied:
+# tokenizer / sentence-transformers files (*.spm: MarianMT's source.spm / target.spm).  Pickles (*.bin, *.pt, *.pth, *.pkl) are never copied:
 # unpickling runs arbitrary code, and every model we use has safetensors weights.
-MODEL_FILE_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken")
+MODEL_FILE_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.spm", "*.jinja", "*.tiktoken")
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.h5", "*.msgpack",
                    "*.onnx", "*.gguf", "*.ot")
 

@@ -136,7 +136,6 @@ def read_rows(path: str | os.PathLike) -> Iterator[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ the Hub
-MIRROR_SUBDIR = "hf-datasets"              # <mirror>/hf-datasets/<owner>/<name>/, as lab.data.vidore
 PARQUET_BRANCH = "refs/convert/parquet"    # the Hub's parquet-converter branch: default/<split>/NNNN.parquet
 
 
@@ -155,40 +154,15 @@ def split_files(folder: Path, split: str) -> list[Path]:
     return []
 
 
-def _hf_snapshot(repo_id: str, allow_patterns: list[str], revision: str | None, local_only: bool) -> str:
-    """``snapshot_download`` of a dataset repo, only ``allow_patterns`` (the seam tests replace)."""
-    from huggingface_hub import snapshot_download
-
-    return snapshot_download(repo_id=repo_id, repo_type="dataset", revision=revision,
-                             allow_patterns=allow_patterns, local_files_only=local_only)
-
-
 def hub_files(dataset_id: str, split: str = "train", revision: str | None = None) -> list[Path]:
     """Data files of ``split`` of a Hub dataset: the mirror folder, else the Hub (see the module docstring)."""
-    from lab.data.sources import DataUnavailableError, mirror_dir, offline
+    from lab.data.sources import hub_dataset_folder
 
     repo = dataset_id.removeprefix("hf:")
-    tried = []
-    mirror = mirror_dir()
-    if mirror is not None:
-        files = split_files(mirror / MIRROR_SUBDIR / repo, split)
-        if files:
-            return files
-        tried.append(f"mirror {mirror / MIRROR_SUBDIR / repo} (no {split} parquet/jsonl files)")
-    for rev in [revision] if revision is not None else [None, PARQUET_BRANCH]:
-        try:
-            folder = Path(_hf_snapshot(repo, _split_patterns(split), rev, offline()))
-        except Exception as err:        # network, auth, unknown revision, LocalEntryNotFound under LAB_OFFLINE
-            tried.append(f"Hugging Face dataset {repo}@{rev or 'main'}"
-                         f"{' (local cache only: LAB_OFFLINE is set)' if offline() else ''}: {type(err).__name__}: {err}")
-            continue
-        files = split_files(folder, split)
-        if files:
-            return files
-        tried.append(f"Hugging Face dataset {repo}@{rev or 'main'}: no {split} data files")
-    raise DataUnavailableError(f"training data {repo!r} ({split}) is not available. Tried: " + "; ".join(tried) +
-                               f". Put the repo's files under <LAB_DATA_MIRROR>/{MIRROR_SUBDIR}/{repo}/, pass a "
-                               "local .jsonl/.parquet file, or allow Hub downloads.")
+    folder = hub_dataset_folder(repo, patterns=_split_patterns(split), has_files=lambda f: bool(split_files(f, split)),
+                                what=f"training data {repo!r} ({split})",
+                                revisions=[revision] if revision is not None else [None, PARQUET_BRANCH])
+    return split_files(folder, split)
 
 
 def _hub_rows(dataset_id: str, split: str, revision: str | None) -> Iterable[dict]:

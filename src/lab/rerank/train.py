@@ -54,7 +54,11 @@ class RankExample:
 
 
 def gold_ranks(grades: Sequence[float]) -> list[int]:
-    """1-based ranks by grade (descending); ties keep input (first-stage) order."""
+    """1-based ranks by grade (descending); ties keep input (first-stage) order.
+
+    The tie-break only orders the LM target (a permutation must list every passage); the RankNet loss drops the
+    pairs of equal grades (:func:`untied_pairs`), so it never learns the first stage's order of tied passages.
+    """
     order = sorted(range(len(grades)), key=lambda i: (-grades[i], i))
     ranks = [0] * len(grades)
     for pos, i in enumerate(order):
@@ -150,6 +154,7 @@ class RankObjective:
     objective: Literal["joint", "lm", "rank"] = "joint"   # rank: L_rank alone (official "ranking")
     rank_loss: Literal["ranknet", "listnet", "lambdarank"] = "ranknet"
     weighted: bool = True             # RankNet weights 1/(r_i + r_j)
+    mask_ties: bool = True            # RankNet: no pair between passages of equal gold grade (untied_pairs)
     lam: float | None = None          # None: official weight for rank_loss (DEFAULT_LAMBDA)
     max_words: int | None = 300
     fix_text: bool = False
@@ -159,11 +164,24 @@ class RankObjective:
         return self.lam if self.lam is not None else DEFAULT_LAMBDA[(self.rank_loss, self.weighted)]
 
 
+def untied_pairs(relevance: Tensor) -> Tensor:
+    """``[B, n, n]``: True where the gold labels of items ``i`` and ``j`` differ.
+
+    TREC windows tie often (equal grades; every unjudged passage is 0): in a 20-passage window with one relevant
+    passage, 171 of its 190 gold-ordered pairs (``C(19, 2)``) would only encode the first stage's order. The
+    official FIRST data (rank_zephyr, a teacher's full permutation) has no ties; its ``rank_net`` drops pairs
+    with ``y_true_i - y_true_j <= 0``. Without labels, ``relevance`` defaults to ``n - rank`` (no ties).
+    """
+    rel = relevance.float()                                                # [B, n]
+    return rel[:, :, None] != rel[:, None, :]                              # [B, n, n]
+
+
 def rank_loss(cfg: RankObjective, scores: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
     """The configured ranking loss on identifier logits ``scores[B, n]``."""
     mask = batch["item_mask"]
     if cfg.rank_loss == "ranknet":
-        return weighted_ranknet(scores, batch["ranks"], mask, weighted=cfg.weighted)
+        pairs = untied_pairs(batch["relevance"]) if cfg.mask_ties else None       # [B, n, n]
+        return weighted_ranknet(scores, batch["ranks"], mask, weighted=cfg.weighted, pair_mask=pairs)
     if cfg.rank_loss == "listnet":
         return listnet(scores, ranks=batch["ranks"], mask=mask)
     if cfg.rank_loss == "lambdarank":

@@ -15,6 +15,8 @@ Two stages, as the official code runs them (gangiswag/llm-reranker ``scripts/dis
 2. *LLM*: over the passages the LLM ordered, weighted RankNet of ``c'/2 * q P^T`` toward the LLM's scores
    (``--llm_loss ranknet`` in the bash script; pair weight ``1 / (r_i + r_j)``, mean over gold-ordered pairs),
    with ``c'`` recomputed from the stage-1 vector and the LLM scores; Adam with lr / 5 for updates // 5 steps.
+   The "LLM's scores" are the *retriever's own scores handed out in the LLM's order* (:func:`llm_targets`), as
+   the official reranked run carries them, so ``c'`` is ~1 (rank-position targets made it 33-191 at smoke scale).
 
 Every query has its own parameters and Adam is element-wise, so a batch ``[B, D]`` fit on the *sum* of the
 per-query losses is exactly ``B`` independent fits (the official loop runs queries one at a time). Losses come
@@ -30,11 +32,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lab.losses.ranking import kl_to_teacher, weighted_ranknet
+from lab.losses.ranking import kl_to_teacher, targets_from_ranks, weighted_ranknet
 from lab.records import Run
 
 __all__ = ["RefitSettings", "FeedbackLists", "RefitResult", "range_scaler", "dots", "feedback_scores", "teacher_kl",
-           "llm_ranknet", "ranks_from_scores", "pair_agreement", "fit_teacher", "fit_llm", "refit",
+           "llm_ranknet", "ranks_from_scores", "llm_targets", "pair_agreement", "fit_teacher", "fit_llm", "refit",
            "pack_lists", "passage_vectors", "feedback_lists", "refit_queries"]
 
 RANGE_EPS = 1e-12      # a list whose initial scores are all equal has no range to match
@@ -128,13 +130,33 @@ def teacher_kl(q: Tensor, lists: FeedbackLists, scaler: Tensor) -> Tensor:
 def ranks_from_scores(scores: Tensor, mask: Tensor | None = None) -> Tensor:
     """1-based ranks, best first: ``1 + #{valid j: s_j > s_i}`` (ties share a rank, so they form no pair).
 
-    The LLM runs score ``len - position``, so there are no ties and these are the positions. Padding ranks last.
+    The LLM's order carries no ties (positions; retriever scores re-dealt by position), so these are the
+    positions. Padding ranks last.
     """
     valid = _valid(scores, mask)                                           # [B, n]
     s = scores.detach().float()                                            # [B, n]
     above = (s[:, None, :] > s[:, :, None]) & valid[:, None, :]            # [B, n, n] j above i
     ranks = 1 + above.sum(-1)                                              # [B, n]
     return ranks.masked_fill(~valid, scores.shape[-1] + 1)                 # [B, n]
+
+
+def llm_targets(retriever: Tensor, order: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Stage-2 targets ``[B, n]`` as the official data flow makes them: each list's *retriever* scores sorted
+    descending, handed out by the LLM's order (``order``: higher = the LLM ranked it higher), so the passage the LLM
+    put k-th gets the k-th largest retriever score. Padding gets 0.
+
+    Official (gangiswag/llm-reranker): ``RankLLM.receive_permutation`` (scripts/utils/rankllm.py) moves every hit
+    of a window to its new position but keeps the *position's* score (``hits[j + rank_start]["score"] =
+    cut_range[j]["score"]``); the hits are rank.tsv's Contriever scores (scripts/convert_results.py), so the
+    reranked run ``rerank_100_llm_FIRST_alpha.json`` is those scores in the LLM's order, and ``distill.py``
+    ``prepare_distill_llm`` reads them as ``reranked_target_scores``. Their range is the retriever's own range:
+    the scaler ``c' = range(q0 P^T) / range(q1 P^T)`` is exactly 1 without stage 1. Targets ``len - position``
+    instead give ``c' = 19 / range(cosines)``: 33-191 (median 66) for all-MiniLM-L6-v2 on 8 DL19 queries' SPLADE++ED
+    top 20 (measured): RankNet logits 33-191 times the retriever's own score gaps.
+    """
+    valid = _valid(order, mask)                                            # [B, n]
+    ranks = ranks_from_scores(order, valid)                                # [B, n] the LLM's positions, 1 = best
+    return targets_from_ranks(retriever, ranks, valid).masked_fill(~valid, 0.0)   # [B, n]
 
 
 def llm_ranknet(q: Tensor, lists: FeedbackLists, scaler: Tensor, weighted: bool = True) -> Tensor:
@@ -232,8 +254,9 @@ def feedback_lists(qids: Sequence[str], candidates: Run, llm_run: Run | None,
 
     Stage 1: the candidates' top ``teacher_top_k`` (the retriever's own list, as the official code) with the
     teacher's scores. Stage 2: the LLM run's first ``llm_top_k`` passages (its reranked prefix) with the run's
-    scores; with ``restrict_to_candidates`` only those also among ``candidates`` (the official code's LLM
-    reranked the retriever's own top-k, so every LLM-ordered passage was a candidate).
+    scores (its order; :func:`refit_queries` turns them into :func:`llm_targets`); with ``restrict_to_candidates``
+    only those also among ``candidates`` (the official code's LLM reranked the retriever's own top-k, so every
+    LLM-ordered passage was a candidate).
     """
     teacher = None
     if teacher_scores is not None and settings.teacher_top_k > 0:
@@ -259,18 +282,31 @@ def feedback_lists(qids: Sequence[str], candidates: Run, llm_run: Run | None,
 def refit_queries(q_emb: np.ndarray, qids: Sequence[str], index, candidates: Run, llm_run: Run | None,
                   teacher_scores: Mapping[str, Mapping[str, float]] | None = None,
                   settings: RefitSettings = RefitSettings(), *, restrict_to_candidates: bool = False,
+                  retriever_q: np.ndarray | None = None,
                   ) -> tuple[np.ndarray, RefitResult, FeedbackLists | None]:
     """Refit ``q_emb [Q, D]`` (rows in ``qids`` order) on the teacher scores and/or the LLM's reranked run.
 
+    The LLM run gives the *order* only: its passages' targets are the retriever's scores ``retriever_q . p``
+    re-dealt in that order (:func:`llm_targets`, the official data flow); ``retriever_q [Q, D]`` is the
+    retriever's own query vectors (default ``q_emb``; pass the original vectors when ``q_emb`` is a stage-1 refit).
+
     Returns the refit vectors ``[Q, D]`` (search them with ``index.search``), the :class:`RefitResult` and the
-    stage-2 lists (for :func:`pair_agreement` before / after). A query without an LLM list keeps its vector.
+    stage-2 lists with those targets (for :func:`pair_agreement` before / after). A query without an LLM list
+    keeps its vector.
     """
     if len(qids) != len(q_emb):
         raise ValueError(f"{len(qids)} qids but {len(q_emb)} query vectors")
+    retriever_q = q_emb if retriever_q is None else retriever_q
+    if retriever_q.shape != q_emb.shape:
+        raise ValueError(f"retriever_q {retriever_q.shape} != q_emb {q_emb.shape}")
     teacher, llm = feedback_lists(qids, candidates, llm_run, teacher_scores, settings,
                                   restrict_to_candidates=restrict_to_candidates)
     t_lists = pack_lists(index, *zip(*teacher)) if teacher else None
     l_lists = pack_lists(index, *zip(*llm)) if llm else None
+    if l_lists is not None:
+        q_r = torch.from_numpy(np.ascontiguousarray(retriever_q, dtype=np.float32))    # [Q, D]
+        l_lists = FeedbackLists(l_lists.passages, llm_targets(dots(q_r, l_lists.passages), l_lists.scores,
+                                                              l_lists.mask), l_lists.mask)
     q0 = torch.from_numpy(np.ascontiguousarray(q_emb, dtype=np.float32))  # [Q, D]
     result = refit(q0, t_lists, l_lists, settings)
     return result.vectors.numpy().astype(np.float32), result, l_lists   # [Q, D]

@@ -41,8 +41,14 @@ class ExplicitOutput:
     hidden: Tensor          # (B, T, D) last-layer states of the input tokens (EOS position excluded)
 
 
+def _base(model):
+    """The module inside a ``DistributedDataParallel`` wrapper (the Trainer wraps the model under ``accelerate
+    launch``): forwards go through the wrapper (its gradient sync), the embedding table is read from the module."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
 def _embeddings(model) -> Tensor:
-    return model.get_input_embeddings().weight                          # (V, D)
+    return _base(model).get_input_embeddings().weight                   # (V, D)
 
 
 def soft_token(logits: Tensor, embeddings: Tensor) -> Tensor:
@@ -84,7 +90,7 @@ def latent_encode(model, input_ids: Tensor, attention_mask: Tensor, k: int, *, u
     if attention_mask[:, -1].min() < 1:
         raise ValueError("latent_encode needs left padding (a row's last position is padding)")
     E = _embeddings(model)                                               # (V, D)
-    embeds = model.get_input_embeddings()(input_ids)                     # (B, T, D)
+    embeds = _base(model).get_input_embeddings()(input_ids)              # (B, T, D)
     mask = attention_mask.long()                                         # (B, T)
     pos = _positions(mask)                                               # (B, T)
     hidden, logits, cache = _forward(model, embeds, mask, pos)
@@ -109,7 +115,7 @@ def latent_encode(model, input_ids: Tensor, attention_mask: Tensor, k: int, *, u
 def explicit_encode(model, input_ids: Tensor, attention_mask: Tensor, eos_token_id: int) -> ExplicitOutput:
     """The explicit view: left-padded wrapped query + reasoning (B, T), then the EOS token's *embedding* appended
     (code: ``encode_teacher``); the vector is the L2-normalised last state."""
-    emb = model.get_input_embeddings()
+    emb = _base(model).get_input_embeddings()
     embeds = emb(input_ids)                                              # (B, T, D)
     eos = emb.weight[eos_token_id].view(1, 1, -1).expand(embeds.shape[0], 1, -1)   # (B, 1, D)
     embeds = torch.cat([embeds, eos], 1)                                 # (B, T+1, D)

@@ -28,6 +28,7 @@ class LaserExample:
     reasoning: str
     positive: str
     negative: str
+    task: str = ""                     # the query instruction ("" = the prompt file's; LaSER-Training rows carry one)
 
 
 @dataclass(frozen=True)
@@ -65,23 +66,24 @@ def _ids(tok, text: str) -> list[int]:
     return tok(text, add_special_tokens=True)["input_ids"]
 
 
-def wrapped_ids(tok, prompt: LaserPrompt, text: str, *, query: bool, max_len: int) -> list[int]:
+def wrapped_ids(tok, prompt: LaserPrompt, text: str, *, query: bool, max_len: int, task: str | None = None
+                ) -> list[int]:
     """Token ids of the wrapped ``text``, at most ``max_len``: the *content* is cut (by tokens), never the chat
-    template or the think block the latent view starts from."""
-    ids = _ids(tok, wrap(tok, prompt, text, query=query))
+    template or the think block the latent view starts from. ``task``: the query instruction (None: the prompt's)."""
+    ids = _ids(tok, wrap(tok, prompt, text, query=query, task=task))
     if len(ids) <= max_len:
         return ids
-    overhead = len(_ids(tok, wrap(tok, prompt, "", query=query)))
+    overhead = len(_ids(tok, wrap(tok, prompt, "", query=query, task=task)))
     if overhead >= max_len:
         raise ValueError(f"max_len {max_len} leaves no room for content: the wrapper alone is {overhead} tokens")
     content = tok(text, add_special_tokens=False)["input_ids"]
     budget = max_len - overhead
     while budget > 0:            # re-tokenising decoded text can merge differently: shrink until it fits
-        ids = _ids(tok, wrap(tok, prompt, tok.decode(content[:budget]), query=query))
+        ids = _ids(tok, wrap(tok, prompt, tok.decode(content[:budget]), query=query, task=task))
         if len(ids) <= max_len:
             return ids
         budget -= 1
-    return _ids(tok, wrap(tok, prompt, "", query=query))
+    return _ids(tok, wrap(tok, prompt, "", query=query, task=task))
 
 
 def prepare(tok, examples: Sequence[LaserExample], prompt: LaserPrompt, s: LatentSettings) -> list[dict]:
@@ -89,7 +91,7 @@ def prepare(tok, examples: Sequence[LaserExample], prompt: LaserPrompt, s: Laten
     newline = tok.encode("\n\n", add_special_tokens=False)[-1]           # code: encode('\n\n')[-1]
     rows = []
     for ex in examples:
-        q = wrapped_ids(tok, prompt, ex.query, query=True, max_len=s.query_max_len)
+        q = wrapped_ids(tok, prompt, ex.query, query=True, max_len=s.query_max_len, task=ex.task or None)
         r_text = reasoning_or_query(ex.reasoning, ex.query, s.min_reasoning_chars)
         r = tok(r_text, add_special_tokens=False)["input_ids"][: max(1, s.reasoning_max_len - len(q))]
         ends = segment_ends(r, [tok.decode([t]) for t in r], newline_id=newline, rule=s.segment_rule)
@@ -152,17 +154,19 @@ def loss_fn(s: LatentSettings, eos_id: int) -> Callable:
 
 @torch.no_grad()
 def encode(model, tok, prompt: LaserPrompt, texts: Sequence[str], k: int, *, query: bool, max_len: int,
-           batch_size: int = 16, progress: bool = True, desc: str = "encode") -> tuple[np.ndarray, np.ndarray]:
+           batch_size: int = 16, progress: bool = True, desc: str = "encode", task: str | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Latent-view vectors (N, D) float32 of ``texts`` wrapped as queries or documents (length-sorted batches,
-    original order returned) and the mean soft-token entropy per text (N,), 0 for ``k = 1``."""
+    original order returned) and the mean soft-token entropy per text (N,), 0 for ``k = 1``. ``task``: the query
+    instruction (None: the prompt's)."""
     return encode_ks(model, tok, prompt, texts, [k], query=query, max_len=max_len, batch_size=batch_size,
-                     progress=progress, desc=desc)[k]
+                     progress=progress, desc=desc, task=task)[k]
 
 
 @torch.no_grad()
 def encode_ks(model, tok, prompt: LaserPrompt, texts: Sequence[str], ks: Sequence[int], *, query: bool,
-              max_len: int, batch_size: int = 16, progress: bool = True, desc: str = "encode"
-              ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+              max_len: int, batch_size: int = 16, progress: bool = True, desc: str = "encode",
+              task: str | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """:func:`encode` at every K in ``ks`` from one pass at ``max(ks)``: step j of the soft-token loop does not
     depend on how many steps follow, so the K-step vector is the mean of the first K states of the longest run
     (bitwise equal to encoding at K alone: tests/unit/retrieval/test_latent_train.py). The smoke K sweep
@@ -173,7 +177,7 @@ def encode_ks(model, tok, prompt: LaserPrompt, texts: Sequence[str], ks: Sequenc
     ks = sorted(set(int(k) for k in ks))
     if not ks or ks[0] < 1:
         raise ValueError(f"ks (thinking steps) must be >= 1, got {ks}")
-    tok_ids = [wrapped_ids(tok, prompt, t, query=query, max_len=max_len) for t in texts]
+    tok_ids = [wrapped_ids(tok, prompt, t, query=query, max_len=max_len, task=task) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: len(tok_ids[i]))
     vecs: dict[int, list] = {k: [None] * len(texts) for k in ks}
     ents = {k: np.zeros(len(texts), dtype=np.float32) for k in ks}
@@ -183,13 +187,14 @@ def encode_ks(model, tok, prompt: LaserPrompt, texts: Sequence[str], ks: Sequenc
     for lo in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
         idx = order[lo: lo + batch_size]
         ids, mask = left_pad([tok_ids[i] for i in idx], pad)
-        out = latent_encode(model, ids, mask, ks[-1])
+        dev = model.get_input_embeddings().weight.device                 # a GPU in the paper profile
+        out = latent_encode(model, ids.to(dev), mask.to(dev), ks[-1])
         for k in ks:
             # the same ops latent_encode(k) runs on a contiguous (B, k, D) stack: identical floats
             vec = F.normalize(out.states[:, :k].contiguous().mean(1), p=2, dim=-1)      # (B, D)
             ent = out.entropy[:, : k - 1].contiguous()                                  # (B, k-1)
             for j, i in enumerate(idx):
-                vecs[k][i] = vec[j].float().numpy()
+                vecs[k][i] = vec[j].float().cpu().numpy()
                 ents[k][i] = float(ent[j].mean()) if ent.numel() else 0.0
     model.train(was)
     return {k: (np.stack(vecs[k]).astype(np.float32), ents[k]) for k in ks}

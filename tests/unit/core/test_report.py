@@ -181,7 +181,10 @@ def test_page_opens_offline_in_headless_chromium(workspace, tmp_path):
 
 # A measured number typed by hand in README.md goes stale at the next run. Outside the generated blocks (and code
 # blocks) nothing may look like a result: a 4-decimal score, a ratio like 4.1x, a percentage, a p-value or a duration.
-TYPED_RESULT = re.compile(r"(?<![\w.=/-])(?:0\.\d{4,}|\d+(?:\.\d+)?×|\d+(?:\.\d+)?\s?%|p\s?[=<]\s?\d[\d.]*(?:e-?\d+)?"
+NOT_AFTER = r"(?<![\w.=/-])"                     # not inside a word, a key=value, a path or a version
+SCORE = r"0\.\d{4,}"                               # 4 decimals: a measured score, not a config value
+P_VALUE = r"p\s?[=<]\s?\d[\d.]*(?:e-?\d+)?"
+TYPED_RESULT = re.compile(rf"{NOT_AFTER}(?:{SCORE}|\d+(?:\.\d+)?×|\d+(?:\.\d+)?\s?%|{P_VALUE}"
                           r"|\d+(?:[.,]\d+)?\s?(?:ms|s|min|h)\b)")
 
 
@@ -198,3 +201,29 @@ def test_readme_has_no_typed_result_numbers():
     caught = typed_results("joint 0.4945 beats it (p = 0.13) at 4.1× in 33 min and 94.3% retention; 7.4 ms.\n"
                            "lr 5e-4, LoRA r=16, top-20, 3 epochs, k1=0.9, 3 decimals")
     assert [c.split("'")[1] for c in caught] == ["0.4945", "p = 0.13", "4.1×", "33 min", "94.3%", "7.4 ms"]
+
+
+# A claim's note is shown beside its verdict (report page, claims.csv) and goes stale the same way: "0.5002 vs
+# 0.5058, p = 0.46 on 2026-11-29" was wrong after the next run. Notes say what a result means; the dated numbers live
+# in docs/measurements.md. Ratios, sizes and durations stay allowed here: the paper's "~1.5x", "68.5M parameters" of a
+# config and an "8-minute budget" are not our measurements.
+NOTE_MEASUREMENT = re.compile(rf"\b20\d\d-[01]\d-[0-3]\d\b|{NOT_AFTER}(?:{SCORE}|{P_VALUE}|p\s?~\s?\d[\d.]*)")
+
+
+def measured_in_note(note: str) -> list[str]:
+    return [m.group(0) for m in NOTE_MEASUREMENT.finditer(note)]
+
+
+def test_claim_notes_carry_no_measured_numbers():
+    found = [f"{path.relative_to(REPO)}: {kind} {item.id}: {hit!r} in {item.note[:90]!r}"
+             for path in expected.all_files(REPO) for exp in [expected.load(path)]
+             for kind, items in (("claim", exp.claims), ("table", exp.tables))
+             for item in items for hit in measured_in_note(item.note)]
+    assert found == [], "move dated numbers to docs/measurements.md:\n" + "\n".join(found)
+    # the check itself: dates, 4-decimal scores and p-values are caught; paper values and config values are not
+    assert measured_in_note("below BM25 in the 2026-11-29 run (0.5002 vs 0.5058, p = 0.46); +0.0047, p ~ 0.5; "
+                            "2026-12-02: 1.52x, p = 4.7e-5") == [
+        "2026-11-29", "0.5002", "0.5058", "p = 0.46", "0.0047", "p ~ 0.5", "2026-12-02", "p = 4.7e-5"]
+    assert measured_in_note("paper: 0.951 on ViDoRe; read as 1.5x; ~300x; 68.5M parameters, 2.13B; bm25s (k1=0.9, "
+                            "b=0.4); lr 2e-3, target -1e-6; 14-27 LoRA steps; Llama-3.1-8B, 32k; 3 decimals; the "
+                            "8-minute budget; claims.<row>_ndcg_10_mteb_1x_compat; median teacher cosine 0.27") == []

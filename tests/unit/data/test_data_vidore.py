@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from lab.data import vidore
+from lab.data import sources, vidore
 from lab.data.formats import DataFormatError
 from lab.data.sources import DataUnavailableError
 from lab.data.vidore import VidoreSet, binarise, load_vidore
@@ -123,7 +123,7 @@ def test_hub_mirror_and_offline(tmp_path, monkeypatch):
         calls.append((repo_id, tuple(allow_patterns), revision, local_only))
         return str(src / repo_id)
 
-    monkeypatch.setattr(vidore, "_hf_snapshot", fake)
+    monkeypatch.setattr(sources, "hf_snapshot", fake)
     monkeypatch.setenv("LAB_DATA_MIRROR", str(tmp_path / "mirror"))      # a mirror without the repo
     monkeypatch.delenv("LAB_OFFLINE", raising=False)
     spec = VidoreSet("v3/tiny", V3.repo, "beir", revision="abc")
@@ -142,7 +142,7 @@ def test_hub_mirror_and_offline(tmp_path, monkeypatch):
         calls.append(local_only)
         raise FileNotFoundError("not in the local cache")
 
-    monkeypatch.setattr(vidore, "_hf_snapshot", miss)
+    monkeypatch.setattr(sources, "hf_snapshot", miss)
     with pytest.raises(DataUnavailableError, match=r"vidore/vidore_v3_tiny@abc \(local cache only: LAB_OFFLINE is set\)"):
         load_vidore(spec, tmp_path / "pages")
     assert calls == [True]

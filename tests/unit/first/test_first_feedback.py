@@ -46,11 +46,25 @@ def cfg_with(**feedback):
     return replace(cfg, feedback=replace(cfg.feedback, **feedback))
 
 
-def test_rows_metrics_and_cache(fake_data, models_dir, runs_dir, tmp_path):
-    cfg = cfg_with(updates=100, depth=10, teacher_top_k=10, llm_top_k=8)
+def test_rows_metrics_and_cache(fake_data, models_dir, runs_dir, tmp_path, monkeypatch):
+    # stage 2 at 100 x lr 0.005: the official 20 x lr 0.001 barely moves a vector toward soft (scaler ~1) targets
+    cfg = cfg_with(updates=100, depth=10, teacher_top_k=10, llm_top_k=8, llm_updates_divisor=1, llm_lr_divisor=1.0)
     assert cfg.feedback.configs == ("first_stage", "zeroshot_single", "joint_single")
     cache = EmbeddingCache(tmp_path / "emb")
+    import lab.retrieval.feedback as layer
+
+    calls, refit_queries = [], layer.refit_queries
+
+    def spy(q_emb, *args, **kw):
+        calls.append((q_emb, kw.get("retriever_q")))
+        return refit_queries(q_emb, *args, **kw)
+
+    monkeypatch.setattr(layer, "refit_queries", spy)
     res = first_feedback.run_feedback(cfg, data_dir=fake_data, models_dir=models_dir, runs_dir=runs_dir, cache=cache)
+    monkeypatch.undo()
+    # stage 2 starts from the teacher refit q1 but its targets are the dense retriever's own q0 scores (official)
+    q0 = calls[0][0]
+    assert len(calls) == 1 + 3 * 2 and all(r is q0 and q is not q0 for q, r in calls[1:])
     pools = [f"teacher_llm_refit/{c}/{p}" for c in ("zeroshot_single", "joint_single")
              for p in ("dense_overlap", "reranked")]
     control = [f"teacher_fs_refit/splade_pp_ed/{p}" for p in ("dense_overlap", "reranked")]

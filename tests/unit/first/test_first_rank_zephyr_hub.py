@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.data import sources
 from lab.data.sources import DataUnavailableError
 from lab.rerank import rank_zephyr
 from lab.rerank.rank_zephyr import load_rank_zephyr
@@ -54,7 +55,7 @@ def _same_as_jsonl(data):
 
 def test_mirror_folder_parquet_without_datasets(offline_mirror, no_datasets, monkeypatch):
     write_parquet(offline_mirror / "hf-datasets" / REPO_ID / "data" / "train-00000-of-00001.parquet", ROWS)
-    monkeypatch.setattr(rank_zephyr, "_hf_snapshot", lambda *a: pytest.fail("the mirror must be used first"))
+    monkeypatch.setattr(sources, "hf_snapshot", lambda *a: pytest.fail("the mirror must be used first"))
     _same_as_jsonl(load_rank_zephyr(REPO_ID))
     _same_as_jsonl(load_rank_zephyr("hf:" + REPO_ID))
     assert len(load_rank_zephyr(REPO_ID, max_examples=2).examples) == 2
@@ -71,7 +72,7 @@ def test_hub_falls_back_to_the_parquet_branch(offline_mirror, no_datasets, tmp_p
             write_parquet(folder / "default" / "train" / "0000.parquet", ROWS)
         return str(folder)
 
-    monkeypatch.setattr(rank_zephyr, "_hf_snapshot", snapshot)
+    monkeypatch.setattr(sources, "hf_snapshot", snapshot)
     _same_as_jsonl(load_rank_zephyr(REPO_ID))
     assert calls == [(REPO_ID, None, True), (REPO_ID, "refs/convert/parquet", True)]   # LAB_OFFLINE: cache only
 
@@ -80,7 +81,7 @@ def test_unavailable_names_everything_tried(offline_mirror, monkeypatch):
     def snapshot(repo, patterns, revision, local_only):
         raise FileNotFoundError("not in the local cache")
 
-    monkeypatch.setattr(rank_zephyr, "_hf_snapshot", snapshot)
+    monkeypatch.setattr(sources, "hf_snapshot", snapshot)
     with pytest.raises(DataUnavailableError) as err:
         load_rank_zephyr(REPO_ID)
     msg = str(err.value)

@@ -87,6 +87,21 @@ def test_ranknet_ties_padding_and_gradient():
     assert float(empty.detach()) == 0.0 and empty.requires_grad
 
 
+def test_ranknet_pair_mask_drops_exactly_the_masked_pairs():
+    scores, ranks, mask = _random_lists(5, B=3, n=6)
+    keep = torch.rand(3, 6, 6, generator=torch.Generator().manual_seed(6)) > 0.4   # [B, n, n]
+    want = []
+    for s, r, m, k in zip(scores.tolist(), ranks.tolist(), mask.tolist(), keep.tolist()):
+        terms = [_softplus_neg(s[i] - s[j]) / (r[i] + r[j]) for i, j in itertools.permutations(range(6), 2)
+                 if m[i] and m[j] and r[i] < r[j] and k[i][j]]
+        if terms:
+            want.append(sum(terms) / len(terms))
+    assert float(weighted_ranknet(scores, ranks, mask, pair_mask=keep)) == pytest.approx(sum(want) / len(want),
+                                                                                          rel=1e-5)
+    full = torch.ones(3, 6, 6, dtype=torch.bool)
+    assert float(weighted_ranknet(scores, ranks, mask, pair_mask=full)) == float(weighted_ranknet(scores, ranks, mask))
+
+
 def test_padding_equals_truncation():
     scores, ranks, mask = _random_lists(3, B=1, n=9)
     k = int(mask.sum())

@@ -1,5 +1,7 @@
 """FIRST trainer: examples from qrels, encoding (logits position), losses, and a LoRA smoke run."""
 
+import math
+
 import pytest
 import torch
 
@@ -7,8 +9,8 @@ from lab.losses import first_loss, lm_nll, weighted_ranknet
 from lab.records import Candidate, Qrels, Query, Ranking, Run
 from lab.rerank.listwise import identifier_token_ids, pad_token_id
 from lab.rerank.train import (
-    RankExample, RankObjective, collate, collator, compute_losses, encode_example, evaluate, example_from_ranking,
-    examples_from_run, gold_ranks, loss_fn, prepare,
+    Encoded, RankExample, RankObjective, collate, collator, compute_losses, encode_example, evaluate,
+    example_from_ranking, examples_from_run, gold_ranks, loss_fn, prepare, rank_loss, untied_pairs,
 )
 from lab.train import LoraSettings, TrainSettings, fit
 
@@ -19,6 +21,35 @@ EXAMPLE = RankExample("what is rust", ["iron oxide forms", "a systems language",
 def test_gold_ranks_break_ties_by_first_stage_order():
     assert gold_ranks([0, 2, 1, 2]) == [4, 1, 3, 2]
     assert gold_ranks([0, 0, 0]) == [1, 2, 3]
+
+
+def _softplus(x: float) -> float:        # log(1 + exp(x))
+    return math.log1p(math.exp(x))
+
+
+def test_tied_gold_grades_form_no_ranknet_pair():
+    """Passages A B C D with grades 1, 0 (unjudged), 2, 0: gold ranks 2 3 1 4 (B above D only by first-stage order).
+    The rank loss is the weighted RankNet over the five untied pairs; B-D forms no pair."""
+    cands = [Candidate(d, 1.0 - i / 10, i + 1, f"text {d}") for i, d in enumerate("ABCD")]
+    ex = example_from_ranking(Ranking(Query("q", "query"), cands), {"A": 1, "C": 2, "D": 0})
+    assert ex.ranks == [2, 3, 1, 4] and ex.relevance == [1.0, 0.0, 2.0, 0.0]
+    batch = collate([Encoded([1, 2], [-100, 2], 1, ex.ranks, ex.relevance)], pad_id=0)
+    pairs = untied_pairs(batch["relevance"])[0]                            # [4, 4]
+    assert not pairs[1, 3] and not pairs[3, 1] and pairs[2, 0] and pairs[0, 1]
+    scores = torch.tensor([[0.5, 1.0, 2.0, -1.0]])                         # s_A s_B s_C s_D
+    # (better, worse) w = 1 / (r_i + r_j): C>A 1/3, C>B 1/4, C>D 1/5, A>B 1/5, A>D 1/6
+    untied = [_softplus(-1.5) / 3, _softplus(-1.0) / 4, _softplus(-3.0) / 5, _softplus(0.5) / 5,
+              _softplus(-1.5) / 6]
+    got = rank_loss(RankObjective(), scores, batch)
+    assert float(got) == pytest.approx(sum(untied) / 5, rel=1e-6)
+    tied = rank_loss(RankObjective(mask_ties=False), scores, batch)        # today's tie-break pair B>D, 1/7
+    assert float(tied) == pytest.approx((sum(untied) + _softplus(-2.0) / 7) / 6, rel=1e-6)
+    # B and D tied: moving s_D up to s_B's side of it changes only pairs with A and C, never a B-D term
+    s = scores.clone().requires_grad_(True)
+    rank_loss(RankObjective(weighted=False), s, batch).backward()
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    assert float(s.grad[0, 1]) == pytest.approx((sig(1.0 - 2.0) + sig(1.0 - 0.5)) / 5, rel=1e-6)  # C>B, A>B only
+    assert untied_pairs(torch.tensor([[3.0, 2.0, 1.0, 0.0]]))[0].sum() == 12   # no labels: n - rank, no ties
 
 
 def test_examples_from_ranking_and_run():

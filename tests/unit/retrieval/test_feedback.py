@@ -3,6 +3,8 @@ the batched two-stage refit against a per-query loop in the official code's shap
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +14,8 @@ from torch import nn
 from lab.records import Candidate, Query, Ranking, Run
 from lab.retrieval import DenseIndex
 from lab.retrieval.feedback import (
-    FeedbackLists, RefitSettings, feedback_scores, fit_llm, fit_teacher, llm_ranknet, pack_lists, pair_agreement,
-    passage_vectors, range_scaler, ranks_from_scores, refit, refit_queries, teacher_kl,
+    FeedbackLists, RefitSettings, feedback_scores, fit_llm, fit_teacher, llm_ranknet, llm_targets, pack_lists,
+    pair_agreement, passage_vectors, range_scaler, ranks_from_scores, refit, refit_queries, teacher_kl,
 )
 
 
@@ -68,8 +70,14 @@ def test_teacher_kl_is_the_official_kldiv_on_the_scaled_scores():
 
 def test_llm_ranknet_is_the_official_weighted_bce_over_gold_pairs():
     p, q = _unit(6, 4, seed=4), _unit(4, seed=5)
-    llm = torch.tensor([100.0, 97.0, 99.0, 95.0, 98.0, 96.0])             # len - position: LLM order 0,2,4,1,5,3
+    positions = torch.tensor([6.0, 3.0, 5.0, 1.0, 4.0, 2.0])              # the LLM's order: 0,2,4,1,5,3
+    # the official reranked run: the retriever's scores, sorted, re-dealt in that order (rankllm.py)
+    s0 = (p @ q).sort(descending=True).values                             # [6]
+    llm = torch.empty(6)
+    llm[torch.tensor([0, 2, 4, 1, 5, 3])] = s0
+    assert torch.allclose(llm_targets((p @ q)[None], positions[None])[0], llm)
     c = (llm.max() - llm.min()) / ((p @ q).max() - (p @ q).min())
+    assert float(c) == pytest.approx(1.0)                                 # the scaler the official flow gives
     pred = (c / 2) * (p @ q)                                              # [6]
     rank = torch.empty(6)
     rank[llm.argsort(descending=True)] = torch.arange(1.0, 7.0)           # 1 = LLM's best
@@ -83,6 +91,32 @@ def test_llm_ranknet_is_the_official_weighted_bce_over_gold_pairs():
     assert ranks_from_scores(llm[None]).tolist() == [rank.long().tolist()]
     plain = (torch.log1p(torch.exp(-(pred[i] - pred[j])))).mean()
     assert float(llm_ranknet(q[None], _one(p, llm), c[None], weighted=False)) == pytest.approx(float(plain), rel=1e-5)
+
+
+def test_llm_targets_follow_the_official_data_flow_on_a_hand_worked_run():
+    """The retriever scores d1 .9, d2 .7, d3 .4, d4 .1; the LLM orders d3 > d1 > d4 > d2. The official reranked
+    run keeps each *position's* score (rankllm.py ``receive_permutation``): d3 .9, d1 .7, d4 .4, d2 .1."""
+    q0 = np.array([[1.0, 0.0]], np.float32)
+    emb = np.array([[0.9, 0.1], [0.7, -0.2], [0.4, 0.3], [0.1, -0.4]], np.float32)     # q0 . p = .9 .7 .4 .1
+    index, queries = DenseIndex(["d1", "d2", "d3", "d4"], emb), [Query("q", "x")]
+    dense = index.search(q0, 4, queries=queries)
+    assert [c.docid for c in dense["q"].candidates] == ["d1", "d2", "d3", "d4"]
+    order = ["d3", "d1", "d4", "d2"]
+    llm = Run("llm", {"q": Ranking(queries[0], [Candidate(d, 4.0 - i, i + 1) for i, d in enumerate(order)])})
+    s = RefitSettings(teacher_top_k=0, llm_top_k=4)
+    _, result, lists = refit_queries(q0, ["q"], index, dense, llm, None, s)
+    assert lists.scores.tolist() == [pytest.approx([0.9, 0.7, 0.4, 0.1])]      # in the LLM's order d3 d1 d4 d2
+    init = torch.from_numpy(emb[[2, 0, 3, 1]] @ q0[0])[None]                  # [1, 4] q0 . p in that order
+    assert float(range_scaler(lists.scores, init)) == pytest.approx(1.0)        # .8 / .8 (len - pos: 3 / .8)
+    # the first stage-2 loss by hand: pred = (1 / 2) q0 . p = d1 .45, d2 .35, d3 .2, d4 .05; LLM ranks d3 1,
+    # d1 2, d4 3, d2 4; pairs (i above j) with w = 1 / (r_i + r_j) and softplus(-(pred_i - pred_j))
+    sp = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    by_hand = (sp(0.25) / 3 + sp(-0.15) / 4 + sp(0.15) / 5 + sp(-0.4) / 5 + sp(-0.1) / 6 + sp(0.3) / 7) / 6
+    assert result.losses["llm"][0] == pytest.approx(by_hand, rel=1e-5)
+    # a stage-1 vector (here: q0 grown x2) keeps the *retriever's* targets; its scaler shrinks to .8 / 1.6
+    _, _, lists2 = refit_queries(2 * q0, ["q"], index, dense, llm, None, s, retriever_q=q0)
+    assert torch.allclose(lists2.scores, lists.scores)
+    assert float(range_scaler(lists2.scores, 2 * init)) == pytest.approx(0.5)
 
 
 def test_ties_share_a_rank_and_padding_ranks_last():
@@ -205,7 +239,8 @@ def test_refit_queries_reretrieves_the_llm_favourite_higher():
     llm = Run("llm", {"q1": Ranking(queries[0], [Candidate(d, 100.0 - i, i + 1) for i, d in enumerate(llm_order)])})
     teacher = {q.qid: {c.docid: float(20 * (emb[int(c.docid[1:])] @ q_emb[k])) for c in base[q.qid].candidates}
                for k, q in enumerate(queries)}
-    s = RefitSettings(teacher_top_k=10, llm_top_k=6, updates=200, llm_updates_divisor=1, llm_lr_divisor=1.0)
+    # the official targets (retriever scores re-dealt, scaler ~1) give soft logits: fit hard (300 x lr 0.02)
+    s = RefitSettings(teacher_top_k=10, llm_top_k=6, updates=300, llm_updates_divisor=1, llm_lr_divisor=0.25)
     new, result, lists = refit_queries(q_emb, ["q1", "q2"], index, base, llm, None, s)
     assert new.shape == q_emb.shape and np.array_equal(new[1], q_emb[1])
     after = index.search(new, 10, queries=queries, name="refit")

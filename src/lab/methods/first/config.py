@@ -1,8 +1,9 @@
 """Schema of the ``first`` section of ``params.yaml`` (FIRST: frozen dataclasses; no ML imports, no ``lab.config``).
 
-Reddy et al., EMNLP 2024 (arXiv 2406.15657): single-token listwise reranking. Stages first_train,
-first_rerank, first_report, first_feedback (notebooks/first); wiring in :mod:`lab.methods.first.train`,
-:mod:`~lab.methods.first.rerank` and :mod:`~lab.methods.first.feedback`. :mod:`lab.config` finds
+Reddy et al., EMNLP 2024 (arXiv 2406.15657): single-token listwise reranking. Stages first_firststage,
+first_train, first_rerank, first_report, first_feedback (notebooks/first); wiring in
+:mod:`lab.methods.first.firststage`, :mod:`~lab.methods.first.train`, :mod:`~lab.methods.first.rerank` and
+:mod:`~lab.methods.first.feedback`. :mod:`lab.config` finds
 :data:`SCHEMA` under :data:`SECTION`.
 """
 
@@ -87,22 +88,28 @@ class FirstRerank:
     vllm_logprobs: int = 30            # top-k logprobs at "[" (official LLM(max_logprobs=30))
     vllm_max_model_len: int = 8192
     vllm_gpu_memory_utilization: float = 0.9
+    # "accelerate": the rerank stage runs under `accelerate launch`, each process reranking a block of the queries
+    # on its own GPU (paper profile; lab.train.launch, lab.eval.shard); "inprocess": in the notebook's kernel
+    launch: Literal["inprocess", "accelerate"] = "inprocess"
     beir: tuple[str, ...] = ()         # paper profile: BEIR sets (local BEIR folders or hf ids) ...
-    beir_runs: str = ""                # ... and their first-stage top-100 TREC run files: a "{name}" pattern
+    # ... and their first-stage top-100 TREC run files, a "{name}" pattern (paper: stage first_firststage's runs)
+    beir_runs: str = ""
     beir_first_stage: str = "contriever"
 
 
 @dataclass(frozen=True)
 class FirstDense:
-    """Dense first stage for the BEIR sets (lab.retrieval.first_stage): writes ``rerank.beir_runs``. Defaults:
+    """Dense first stage for the ``rerank.beir`` sets (stage first_firststage, lab.retrieval.first_stage): writes
+    ``outputs/first_firststage/runs/<set>.trec``, which ``rerank.beir_runs`` names in the paper profile. Defaults:
     Contriever's BEIR evaluation (facebookresearch/contriever src/beir_utils.py): maxlength 512, no L2 norm, dot."""
 
-    encoder: str = ""                  # model ref ("" = none: beir_runs come from elsewhere); paper: Contriever
+    encoder: str = ""                  # model ref ("" = none: no BEIR set to retrieve for); paper: Contriever
     max_length: int = 512
     batch_size: int = 128
     chunk: int = 65536                 # passages encoded + indexed at a time (corpus streamed, never one dict)
     depth: int = 100                   # FIRST reranks the top 100
     skip_self: bool = True             # BEIR's exact search drops a hit whose docid equals the qid
+    measures: Mapping[str, str] = field(default_factory=dict)   # the runs' own scores (stage first_firststage)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,9 @@ What the data here force, and how each choice stays close to the official data f
   ``reranked`` keeps every LLM-ordered passage (more pairs, but passages the dense retriever did not rank).
   Since the LLM saw another retriever's candidates, configuration ``first_stage`` refits toward that
   retriever's own order of the same passages (rows ``*_fs_refit``): the control for what the LLM adds.
+* **Stage-2 targets.** The official reranked run keeps the retriever's scores and re-deals them by the LLM's
+  order; here, the dense retriever's scores (``q0 . p``) of each list's passages, re-dealt in the LLM's (or the
+  control's) order, so the stage-2 range scaler is ~1 as there.
 """
 
 from __future__ import annotations
@@ -113,8 +116,11 @@ def llm_run(runs_dir: str | Path, dataset: str, first_stage: str, config: str, d
     ``first_stage`` reads ``<first stage>.trec`` instead: the first stage's own order, the control that shows
     what the LLM adds over the candidates it was given.
 
-    Scores become ``len - position`` (what first_rerank writes for the LLM runs), so the control's targets have
-    the same scale as the LLM's and only the order differs.
+    Scores become ``len - position`` (what first_rerank writes for the LLM runs): they carry the order only.
+    The refit's targets are the dense retriever's own scores re-dealt in this order
+    (:func:`lab.retrieval.feedback.llm_targets`, as gangiswag/llm-reranker ``RankLLM.receive_permutation`` and
+    ``distill.py`` ``prepare_distill_llm`` do), so the control's targets are the same scores and only the order
+    differs.
     """
     stem = first_stage if config == FIRST_STAGE_CONTROL else f"{first_stage}__{config}"
     path = Path(runs_dir) / dataset / f"{stem}.trec"
@@ -203,7 +209,8 @@ def run_feedback(cfg: FirstConfig, *, data_dir: str | Path, models_dir: str | Pa
                                          if q in llm else 0 for q in qids]))
         for pool in fb.llm_pools:
             # stage 2 only depends on the stage-1 vector, so it starts from q1 (computed once above)
-            q2, _, lists = refit_queries(q1, qids, index, dense, llm, None, settings,
+            # targets: the dense retriever's q0 scores in the LLM's order (official: rank.tsv's scores re-dealt)
+            q2, _, lists = refit_queries(q1, qids, index, dense, llm, None, settings, retriever_q=q0,
                                          restrict_to_candidates=pool == "dense_overlap")   # [Q, D]
             name = (f"{prefix.replace('llm', 'fs')}/{fb.first_stage}/{pool}" if config == FIRST_STAGE_CONTROL
                     else f"{prefix}/{config}/{pool}")

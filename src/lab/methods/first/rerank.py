@@ -50,6 +50,11 @@ def load_reranker(cfg: FirstConfig, model_path: str | Path, adapter: str | Path 
         model, tok = load_base(adapter, cfg.optim.dtype)
     else:
         model, tok = load_base(model_path, cfg.optim.dtype)
+    from lab.eval import shard
+
+    dev = shard.device()               # under `accelerate launch`: this process's GPU (CPU without CUDA); else as is
+    if dev is not None:
+        model = model.to(dev)
     model.eval()
     if model.generation_config is not None:                   # greedy decoding: drop sampling defaults
         model.generation_config.do_sample = False
@@ -145,9 +150,19 @@ def rerank_all(cfg: FirstConfig, sets: list[EvalSet], *, model_path: str | Path,
     Returns ``{set: {run name: Run}}`` (run names ``<first stage>`` and ``<first stage>/<model>_<mode>``), a
     timing table (set, first_stage, config, windows, seconds, seconds_per_window, complete: the share of
     generated outputs that name every passage exactly once) and every generated text.
-    """
-    from lab.rerank.runner import run_scorers
 
+    ``rerank.launch: accelerate`` (paper profile): when :func:`lab.methods.first.launched.rerank_plan` says so,
+    the sets and the config go to ``python -m lab.methods.first.rerank`` under ``accelerate launch`` (each
+    process reranks a block of every run's queries on its own GPU, rank 0 writes the merged result) and this
+    process reads the same three values back.
+    """
+    if cfg.rerank.launch == "accelerate":
+        from lab.methods.first import launched
+
+        plan = launched.rerank_plan(cfg)
+        if plan.mode == "accelerate":
+            return launched.rerank_launched(plan, cfg, sets, model_path=model_path, adapters_dir=adapters_dir,
+                                            progress=progress)
     r = cfg.rerank
     identifiers = load_prompt(cfg.prompt).identifiers
     runs = {s.name: {fs: run for fs, run in s.runs.items()} for s in sets}
@@ -161,8 +176,8 @@ def rerank_all(cfg: FirstConfig, sets: list[EvalSet], *, model_path: str | Path,
                 shared = _shared_decoder(cfg, names, base, model, tok)   # one constrained decode serves both modes
                 scorers = {f"{fs}/{config_label(n)}": _config_scorer(cfg, n, model, tok, shared, engine)
                            for n in names}
-                results = run_scorers(base, scorers, window=r.window, stride=r.stride, depth=r.depth,
-                                      batch_size=r.batch_size, identifiers=identifiers, progress=progress)
+                results = _run_sharded(base, scorers, window=r.window, stride=r.stride, depth=r.depth,
+                                       batch_size=r.batch_size, identifiers=identifiers, progress=progress)
                 for name, res in zip(names, results.values()):
                     runs[s.name][res.run.name] = res.run
                     timing.append({"dataset": s.name, "first_stage": fs, "config": config_label(name),
@@ -174,6 +189,39 @@ def rerank_all(cfg: FirstConfig, sets: list[EvalSet], *, model_path: str | Path,
         del model, engine
     gen_cols = ["dataset", "first_stage", "config", "query", "passages", "complete", "text"]
     return runs, pd.DataFrame(timing), pd.DataFrame(generations, columns=gen_cols)
+
+
+def _run_sharded(base: Run, scorers, **kw):
+    """:func:`lab.rerank.runner.run_scorers` over this process's block of ``base``'s queries (each query's windows
+    stay on one process: sliding windows run bottom-up within a query); under ``accelerate launch`` every process
+    gets the merged results (:mod:`lab.eval.shard`): rankings and generated texts in query order, windows counted
+    over all queries, seconds = the slowest process (the stage's wall time). One process: ``run_scorers(base)``.
+
+    The blocks are whole batches (``batch_size`` consecutive queries advance together in
+    :func:`lab.rerank.listwise.rerank`): every window meets the batch, hence the padding, it meets in one process,
+    so the logits, the runs and the order of the generated texts are the single process's (a 2-process CPU launch
+    writes byte-equal TREC files, tests/unit/first/test_first_rerank_launch.py). The price: balance in steps of one
+    batch (DL19's 43 queries in batches of 8 keep 6 of 8 GPUs busy; a BEIR set's hundreds of queries all 8)."""
+    from lab.eval import shard
+    from lab.rerank.runner import ConfigResult, run_scorers, windows_per_query
+
+    qids, bs = list(base.rankings), max(1, kw["batch_size"])
+    mine = base.subset([q for chunk in shard.split([qids[i: i + bs] for i in range(0, len(qids), bs)]) for q in chunk])
+    parts = shard.gather_parts(run_scorers(mine, scorers, **kw))          # one {name: ConfigResult} per rank
+    if len(parts) == 1:
+        return parts[0]
+    n_win = len(base) * windows_per_query(base, kw["window"], kw["stride"], kw["depth"])
+    out = {}
+    for name in scorers:
+        run = Run(name)
+        for p in parts:
+            for ranking in p[name].run:
+                run.add(ranking)
+        texts = [t for p in parts for t in p[name].texts]
+        ok = [c for *_, c in texts]
+        out[name] = ConfigResult(run, n_win, max(p[name].seconds for p in parts),
+                                 sum(ok) / len(ok) if ok else float("nan"), texts)
+    return out
 
 
 def _shared_decoder(cfg: FirstConfig, names: list[str], base: Run, model, tok):
@@ -231,7 +279,48 @@ def evaluate_all(cfg: FirstConfig, sets: list[EvalSet], runs: dict[str, dict[str
 def save_runs(runs: dict[str, dict[str, Run]], folder: str | Path) -> None:
     """TREC run files ``folder/<set>/<first stage>[__<config>].trec`` (reranked scores are ``len - position``)."""
     from lab.data.formats import write_trec_run
+    from lab.eval import shard
 
+    if not shard.is_main():            # under `accelerate launch` every rank holds the gathered runs: rank 0 writes
+        return
     for set_name, by_name in runs.items():
         for name, run in by_name.items():
             write_trec_run(run, Path(folder) / set_name / f"{name.replace('/', '__')}.trec", tag=name.replace("/", "__"))
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lab.methods.first.rerank rerank --cfg CFG.json --sets DIR --result DIR --model M --adapters A``:
+    what :func:`lab.methods.first.launched.rerank_launched` starts under ``accelerate launch``. Every process
+    reranks its block of each run's queries on its own device; rank 0 writes the merged result."""
+    import argparse
+    import json
+
+    from lab.eval import shard
+    from lab.methods.first import launched
+    from lab.methods.first.common import setup_torch
+
+    p = argparse.ArgumentParser(prog="python -m lab.methods.first.rerank", description=main.__doc__)
+    p.add_argument("command", choices=["rerank"])
+    p.add_argument("--cfg", required=True, help="the first section as JSON")
+    p.add_argument("--sets", required=True, help="evaluation sets (lab.methods.first.launched.write_sets)")
+    p.add_argument("--result", required=True, help="rank 0 writes the runs and tables here")
+    p.add_argument("--model", required=True, help="base model folder")
+    p.add_argument("--adapters", required=True, help="trained adapters / models folder (<adapters>/<objective>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--progress", action="store_true")
+    args = p.parse_args(argv)
+    cfg = launched.load_cfg(args.cfg)
+    setup_torch(cfg, args.seed)
+    sets = [EvalSet(*fields) for fields in launched.read_sets(args.sets)]
+    runs, timing, generations = rerank_all(cfg, sets, model_path=args.model, adapters_dir=args.adapters,
+                                           progress=args.progress)
+    if shard.is_main():                # every rank holds the gathered runs; one writes them
+        launched.write_rerank_result(args.result, runs, timing, generations)
+        print(json.dumps({"command": "rerank", "world": shard.world()[1], "sets": len(sets),
+                          "runs": sum(len(r) for r in runs.values())}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -49,6 +49,12 @@ class LaserTrainData:
     max_queries: int = 0
     max_examples: int = 0              # 0 = all (query, positive) pairs
     max_words: int = 64                # passage truncation (words) before tokenisation
+    # "trec": the DL20 triples above (smoke, tiny); "laser_training": the paper's jinjiajie/LaSER-Training rows
+    # (lab.data.laser_training: root, the mirror's hf-datasets/<repo>/, the Hub), reasoning = their reasoning_query
+    source: Literal["trec", "laser_training"] = "trec"
+    hub_repo: str = "jinjiajie/LaSER-Training"
+    hub_subset: str = "bge_reasoning"  # the folder the official script trains on (./data/bge_reasoning)
+    hub_root: str = ""                 # a folder holding <owner>/<name>/ ("" = the mirror, then the Hub)
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ class LaserOptim:
     mixed_precision: Literal["fp32", "bf16"] = "fp32"          # paper: bf16 (fp32 masters in lab.train)
     gradient_checkpointing: bool = False
     checkpoint_every: int = 0
+    # "accelerate": each variant trains under `accelerate launch` (paper: one process per GPU, in-batch negatives
+    # gathered across processes; lab.train.launch); "inprocess": in the notebook's kernel (smoke, tiny)
+    launch: Literal["inprocess", "accelerate"] = "inprocess"
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,17 @@ class LaserEval:
     measures: Mapping[str, str] = field(default_factory=dict)
     test: Literal["ttest", "permutation"] = "ttest"
     alpha: float = 0.05
+    # "trec": the DL19 candidate pool above (smoke, tiny); "bright": the paper's BRIGHT tasks (lab.data.bright,
+    # short documents, full corpus per task), scored under every `bright_exclusion` mode (both are written)
+    benchmark: Literal["trec", "bright"] = "trec"
+    bright_tasks: tuple[str, ...] = ("biology", "earth_science", "economics", "psychology", "robotics",
+                                     "stackoverflow", "sustainable_living", "leetcode", "pony", "aops",
+                                     "theoremqa_questions", "theoremqa_theorems")
+    bright_exclusion: tuple[str, ...] = ("official", "mteb-1.x-compat")   # the first one is the reported number
+    bright_root: str = ""              # a folder holding xlangai/BRIGHT/ ("" = the mirror, then the Hub)
+    bright_max_docs: int = 0           # >0: first N documents + every gold one per task (dry runs)
+    # code (src/eval/run_mteb.py run_bright): one query instruction for every task, though it lists per-task ones
+    bright_instruction: str = "Given a post, retrieve relevant passages that help answer the post."
 
 
 @dataclass(frozen=True)
@@ -126,6 +146,11 @@ class LaserConfig:
         for name, row in self.rows.items():
             if row.k < 1:
                 raise ValueError(f"laser.rows.{name}.k: must be >= 1, got {row.k}")
+        bad = [m for m in self.eval.bright_exclusion if m not in ("official", "mteb-1.x-compat")]
+        if bad or not self.eval.bright_exclusion:
+            raise ValueError(f"laser.eval.bright_exclusion: {bad or 'empty'}; expected official / mteb-1.x-compat")
+        if self.train.source == "laser_training" and any(self.rows[v].reasoning == "oracle" for v in self.variants):
+            raise ValueError("laser.variants: the oracle control needs laser.train.source trec (DL20 rel-3 passages)")
 
 
 SECTION = "laser"

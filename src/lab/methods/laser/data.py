@@ -96,14 +96,49 @@ class TrainingSet:
         return {"examples": len(self.examples), "queries": len(set(self.qids)), **self.notes}
 
 
-def training_set(cfg: LaserConfig, data_dir: str | Path, reasoning: dict[tuple[str, str], str]) -> TrainingSet:
-    """(query, positive, hard negative) pairs from ``train.dataset``.
+def hub_training_set(cfg: LaserConfig, seed: int = 0) -> TrainingSet:
+    """The paper's training rows (``train.source: laser_training``, :mod:`lab.data.laser_training`) as examples.
+
+    As the official ``TrainDatasetWithRewrite`` at epoch 0 (one epoch): row i's positive is
+    ``positives[(i + seed) % len]`` (``hash`` of an int is the int), its negative the first one
+    (``train_group_size 2``), its instruction the row's ``prompt``, its reasoning ``reasoning_query`` (the
+    short-reasoning rule is applied by :func:`lab.retrieval.latent_train.prepare`). Rows without a negative are dropped
+    (the code's ``random.choices`` of an empty list would raise). There is no oracle control here: ``oracle`` is the
+    same list. ``train.max_queries`` caps the rows read, ``max_examples`` the examples kept.
+    """
+    from lab.data.laser_training import hub_training_files, read_training_rows
+
+    t = cfg.train
+    files = hub_training_files(t.hub_subset, root=t.hub_root or None, repo=t.hub_repo)
+    rows = read_training_rows(files, max_rows=t.max_queries)
+    examples, qids, dropped, short = [], [], 0, 0
+    for i, r in enumerate(rows):
+        if not r.negatives:
+            dropped += 1
+            continue
+        pos = r.positives[(i + seed) % len(r.positives)]
+        examples.append(LaserExample(r.query, r.reasoning, _words(pos, t.max_words),
+                                     _words(r.negatives[0], t.max_words), task=r.prompt))
+        qids.append(f"{Path(r.file).name}:{r.row}")
+        short += len(r.reasoning.strip()) < cfg.loss.min_reasoning_chars
+    if t.max_examples:
+        examples, qids = examples[: t.max_examples], qids[: t.max_examples]
+    notes = {"rows": len(rows), "files": len(files), "dropped_no_negative": dropped, "short_reasoning": short}
+    return TrainingSet(examples, examples, qids, notes)
+
+
+def training_set(cfg: LaserConfig, data_dir: str | Path, reasoning: dict[tuple[str, str], str],
+                 seed: int = 0) -> TrainingSet:
+    """(query, positive, hard negative) pairs from ``train.dataset`` (``train.source: laser_training``: the paper's
+    rows, :func:`hub_training_set`; ``data_dir`` and ``reasoning`` are then unused).
 
     Positives: grade >= ``positive_grade`` passages in any first stage's top ``depth`` (best rank first), minus the
     query's highest-ranked grade-3 passage, which is held out as the oracle reasoning (so every variant trains on
     the same pairs). Hard negative: the highest-ranked grade-0 passage of ``negative_stage``. Queries without a
     positive or a judged-0 negative are dropped (counted in ``notes``).
     """
+    if cfg.train.source == "laser_training":
+        return hub_training_set(cfg, seed)
     t = cfg.train
     stages = tuple(dict.fromkeys((*t.first_stages, t.negative_stage)))
     ds = load_materialised(data_dir, t.dataset, list(stages))

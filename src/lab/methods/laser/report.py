@@ -54,8 +54,12 @@ def claims(cfg: LaserConfig, summary: pd.DataFrame, measure: str = "ndcg_10") ->
     got = summary.set_index("config")
     b = cfg.eval.baseline
     out: dict[str, float] = {}
+    # BRIGHT (paper profile): the number under each exclusion mode too (official = `measure`; mteb-1.x-compat)
+    modes = [c for c in got.columns if c in (f"{measure}_official", f"{measure}_mteb_1x_compat")]
     for name in got.index:
         out[f"{name}_{measure}"] = float(got.loc[name, measure])
+        for c in modes:
+            out[f"{name}_{c}"] = float(got.loc[name, c])
         if name != b and f"{measure}_delta" in got.columns:
             out[f"{name}_minus_{b}"] = float(got.loc[name, f"{measure}_delta"])
             out[f"{name}_minus_{b}_p"] = float(got.loc[name, f"{measure}_p"])

@@ -61,14 +61,22 @@ def fingerprint(cfg: LaserConfig, row: LaserVariant, settings: TrainSettings, ts
                          "prompt": cfg.prompt, "reasoning": row.reasoning}, sort_keys=True, default=str).encode())
     h.update(model_id.encode())
     for ex in examples_for(ts, row):
-        h.update(json.dumps(asdict(ex)).encode())
+        key = asdict(ex)
+        if not key["task"]:           # the default instruction: the bytes hashed before examples had a task
+            del key["task"]
+        h.update(json.dumps(key).encode())
     return h.hexdigest()
 
 
 def train_variant(cfg: LaserConfig, name: str, ts: TrainingSet, *, model_path: str | Path,
                   adapters_dir: str | Path | None, seed: int, checkpoint_root: str | Path | None = None,
                   steps: int | None = None, run=None) -> FitResult:
-    """Train variant ``name`` (``laser.rows.<name>``) and save its LoRA adapter to ``adapters_dir/name``."""
+    """Train variant ``name`` (``laser.rows.<name>``) and save its LoRA adapter to ``adapters_dir/name``.
+
+    ``optim.launch: accelerate`` (paper profile): when :func:`lab.methods.laser.launched.launch_plan` says so, this
+    process starts ``python -m lab.methods.laser.train`` under ``accelerate launch`` (one process per GPU, in-batch
+    negatives gathered across them) and returns its log history as a :class:`FitResult` whose ``model`` is None.
+    """
     import torch
 
     from lab.retrieval.laser_prompts import load_laser_prompt
@@ -78,6 +86,13 @@ def train_variant(cfg: LaserConfig, name: str, ts: TrainingSet, *, model_path: s
     row = cfg.rows[name]
     if not row.train:
         raise ValueError(f"laser.rows.{name}: train is false (a zero-shot row has nothing to train)")
+    if cfg.optim.launch == "accelerate":
+        from lab.methods.laser import launched
+
+        plan = launched.launch_plan(cfg)
+        if plan.mode == "accelerate":
+            return launched.train_launched(plan, cfg, name, ts, model_path=model_path, adapters_dir=adapters_dir,
+                                           seed=seed, checkpoint_root=checkpoint_root, steps=steps, run=run)
     model, tok = load_base(model_path, cfg.optim.dtype)
     s = latent_settings(cfg, row)
     settings = train_settings(cfg, seed, steps)
@@ -129,16 +144,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default="data")
     p.add_argument("--reasoning", default="outputs/laser_reasoning/reasoning.csv")
     p.add_argument("--steps", type=int, default=None)
+    # what lab.methods.laser.launched hands over (the caller's exact config and examples, its seed, a result file)
+    p.add_argument("--cfg", default=None, help="the laser section as JSON (instead of --profile/--params)")
+    p.add_argument("--examples", default=None, help="training examples as JSONL (instead of building them)")
+    p.add_argument("--seed", type=int, default=None, help="default: params.yaml's seed")
+    p.add_argument("--result", default=None, help="rank 0 writes the Trainer's log history here (JSON)")
+    p.add_argument("--checkpoints", default=None, help="checkpoint folder (default: laser.checkpoint_dir)")
+    p.add_argument("--no-checkpoints", action="store_true", help="no resumable checkpoints (the caller had none)")
     args = p.parse_args(argv)
-    cfg = lab_config.load("laser", args.profile, args.params)
-    seed = int(lab_config.read_params(args.params).get("seed", 0))
+    if args.cfg:
+        from lab.methods.laser.launched import load_cfg
+
+        cfg = load_cfg(args.cfg)
+    else:
+        cfg = lab_config.load("laser", args.profile, args.params)
+    seed = int(lab_config.read_params(args.params).get("seed", 0)) if args.seed is None else args.seed
     setup_torch(cfg.threads, seed)
-    ts = training_set(cfg, args.data_dir, read_reasoning(args.reasoning))
+    if args.examples:
+        from lab.methods.laser.launched import read_examples
+
+        ts = read_examples(args.examples)
+    else:
+        reasoning = read_reasoning(args.reasoning) if cfg.train.source == "trec" else {}   # hub rows carry theirs
+        ts = training_set(cfg, args.data_dir, reasoning, seed=seed)
     res = train_variant(cfg, args.variant, ts, model_path=args.model or str(Path("models") / cfg.model_role),
-                        adapters_dir=args.out, seed=seed, checkpoint_root=cfg.checkpoint_dir, steps=args.steps)
-    curve = losses(res)
-    print(json.dumps({"variant": args.variant, "examples": len(ts.examples), "steps": len(curve),
-                      "last": curve[-1] if curve else None}))
+                        adapters_dir=args.out or None, seed=seed,
+                        checkpoint_root=None if args.no_checkpoints else args.checkpoints or cfg.checkpoint_dir,
+                        steps=args.steps)
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        if args.result:
+            from lab.methods.laser.launched import write_result
+
+            write_result(args.result, res)
+        curve = losses(res)
+        print(json.dumps({"variant": args.variant, "examples": len(ts.examples), "steps": len(curve),
+                          "world": dist.get_world_size() if dist.is_initialized() else 1,
+                          "last": curve[-1] if curve else None}))
     return 0
 
 

@@ -48,6 +48,18 @@ class NanoVDRTrainConfig:
 
 
 @dataclass(frozen=True)
+class NanoVDRTranslateConfig:
+    """-Multi machine translation of the training queries (``languages`` with ``translator: marian``)."""
+    model: str = "hf:Helsinki-NLP/opus-mt-en-{lang}"   # lab.models ref per language; a local folder path works
+    # each language translates a seeded sample of at most this many English queries; 0 = every query. The paper:
+    # ~156K per language (1.49M-query mixture - 711K English = ~779K translations / 5; lab.data.translate)
+    per_language: int = 0
+    batch_size: int = 64
+    num_beams: int = 1                 # 1 = greedy: the same queries give the same translations
+    max_length: int = 64               # source tokens kept (truncation) and new tokens generated
+
+
+@dataclass(frozen=True)
 class NanoVDRConfig:
     # teacher: "text" = smoke stand-in (sentence encoder over the page's source text);
     # "qwen3_vl" = the paper's Qwen3-VL-Embedding-2B over the page image
@@ -78,6 +90,7 @@ class NanoVDRConfig:
     val_queries: int = 150
     languages: tuple[str, ...] = ()    # "-Multi": machine-translated copies of the training queries
     translator: Literal["none", "fake", "marian"] = "none"
+    translate: NanoVDRTranslateConfig = field(default_factory=NanoVDRTranslateConfig)
     objectives: tuple[str, ...] = NANOVDR_OBJECTIVES
     train: NanoVDRTrainConfig = field(default_factory=NanoVDRTrainConfig)
     pages: NanoVDRPagesConfig = field(default_factory=NanoVDRPagesConfig)
@@ -86,6 +99,9 @@ class NanoVDRConfig:
     benchmarks: tuple[str, ...] = ()
     benchmark_dir: str = ""            # local root with <owner>/<name>/ laid out like the Hub; "" = mirror, then Hub
     benchmark_languages: tuple[str, ...] = ()   # keep v2/v3 queries in these `language` values; empty = all
+    # "accelerate": the index stage's teacher encoding and the report stage's student query encoding run under
+    # `accelerate launch`, each process encoding a block on its own GPU (paper profile; lab.eval.shard)
+    inference_launch: Literal["inprocess", "accelerate"] = "inprocess"
     search_depth: int = 100
     measures: Mapping[str, str] = field(default_factory=dict)
     test: Literal["ttest", "permutation"] = "ttest"
@@ -100,6 +116,12 @@ SCHEMA = NanoVDRConfig
 
 # nanovdr.train keys of lab.retrieval.distill.ObjectiveSettings (the index stage needs its top-K too)
 OBJECTIVE_KEYS = ("temperature", "kl_top_k", "kl_weight", "negatives", "negative_offset")
+
+
+def translator_kwargs(cfg: NanoVDRConfig) -> dict:
+    """``nanovdr.translate`` as keyword arguments of :func:`lab.data.translate.build_translator`."""
+    t = cfg.translate
+    return {"model": t.model, "batch_size": t.batch_size, "num_beams": t.num_beams, "max_length": t.max_length}
 
 
 def objective_kwargs(cfg: NanoVDRConfig) -> dict:

@@ -22,7 +22,7 @@ from lab.data.formats import read_topics, save_npy, write_topics
 from lab.data.pages import Page, render_pages, write_pool
 from lab.data.translate import augment, build_translator
 from lab.data.trecdl import load_materialised, load_query_pool
-from lab.methods.nanovdr.config import objective_kwargs
+from lab.methods.nanovdr.config import objective_kwargs, translator_kwargs
 from lab.paths import write_json
 from lab.records import Query
 
@@ -63,8 +63,16 @@ def split_queries(cfg, seed: int) -> dict[str, list[Query]]:
     rest = shuffled[cfg.val_queries:]
     train = (rest[:cfg.train_queries] if cfg.train_queries else rest)
     train = train + load_materialised(cfg.data_dir, cfg.train_dataset, []).queries
-    train = augment(train, build_translator(cfg.translator) if cfg.languages else None, cfg.languages)
-    return _no_leak(cfg, train, val, evalq)
+    return _no_leak(cfg, translated(cfg, train, seed), val, evalq)
+
+
+def translated(cfg, train: list[Query], seed: int) -> list[Query]:
+    """``train`` + its machine translations (``cfg.languages``), each language a seeded sample of at most
+    ``translate.per_language`` queries (the paper's balance, :func:`lab.data.translate.augment`)."""
+    if not cfg.languages:
+        return list(train)
+    return augment(train, build_translator(cfg.translator, **translator_kwargs(cfg)), cfg.languages,
+                   per_language=cfg.translate.per_language, seed=seed)
 
 
 def _no_leak(cfg, train: list[Query], val: list[Query], evalq: list[Query]) -> dict[str, list[Query]]:
@@ -117,8 +125,7 @@ def nanovdr_train_queries(cfg, seed: int) -> tuple[list[Query], list[Query]]:
     (``cfg.languages`` adds machine translations on top only if set)."""
     records = nanovdr_train_records(cfg, seed)
     train, val = ([q.query() for q in qs] for qs in records)
-    train = augment(train, build_translator(cfg.translator) if cfg.languages else None, cfg.languages)
-    return train, val
+    return translated(cfg, train, seed), val
 
 
 # --------------------------------------------------------------------------------------------- index
@@ -145,14 +152,19 @@ def build_index(cfg, out_dir: str | Path, *, seed: int = 0, teacher=None, cache=
     """Write the index stage's outputs under ``out_dir``; return counts and timings (see module doc)."""
     from lab.retrieval.dense import EmbeddingCache
     from lab.retrieval.index import DenseIndex
-    from lab.retrieval.teachers import build_teacher, encode_cached
+    from lab.retrieval.teachers import encode_cached
     from lab.retrieval.distill import ObjectiveSettings
 
     out = Path(out_dir)
     cache = EmbeddingCache() if cache is None else cache
-    teacher = teacher or build_teacher(cfg.teacher_kind, cfg.teacher, page_max_length=cfg.page_max_length,
-                                       query_max_length=cfg.query_max_length, instruction=cfg.teacher_instruction,
-                                       batch_size=cfg.teacher_batch_size)
+    if teacher is None:
+        teacher = _teacher(cfg)
+        if cfg.inference_launch == "accelerate":      # paper: every page / query encoding under `accelerate launch`
+            from lab.methods.nanovdr import launched
+
+            plan = launched.inference_plan(cfg)
+            if plan.mode == "accelerate":
+                teacher = launched.LaunchedTeacher(teacher, plan, cfg)
     timings: dict[str, float] = {}
     pools, page_emb, page_of = {}, {}, None
     for split, dataset, depth in (("eval", cfg.eval_dataset, cfg.eval_pool_depth),
@@ -208,6 +220,15 @@ def build_index(cfg, out_dir: str | Path, *, seed: int = 0, teacher=None, cache=
     return {**manifest, "timings": timings, "cache": {"computed": dict(cache.computed), "hits": dict(cache.hits)}}
 
 
+def _teacher(cfg):
+    """The frozen teacher ``cfg`` names (lazy: no weights load before the first encoding)."""
+    from lab.retrieval.teachers import build_teacher
+
+    return build_teacher(cfg.teacher_kind, cfg.teacher, page_max_length=cfg.page_max_length,
+                         query_max_length=cfg.query_max_length, instruction=cfg.teacher_instruction,
+                         batch_size=cfg.teacher_batch_size)
+
+
 def hard_labels(cfg, queries: dict[str, list[Query]], pool: Sequence[Page],
                 page_of: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """Ground-truth page of each training / validation query as a position in the training pool (``-1``: none).
@@ -248,3 +269,43 @@ def load_index(index_dir: str | Path) -> IndexArtifacts:
         {s: load("topk", f"{s}_scores.npy") for s in ("train", "val")},
         {s: load("topk", f"{s}_positives.npy") for s in ("train", "val")
          if (folder / "topk" / f"{s}_positives.npy").is_file()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lab.methods.nanovdr.index encode pages|queries --cfg CFG.json --items ITEMS.jsonl --out E.npy``:
+    what :class:`lab.methods.nanovdr.launched.LaunchedTeacher` starts under ``accelerate launch``. Every process
+    builds the teacher on its own device and encodes its block of the items; rank 0 writes the ``[N, D]`` rows."""
+    import argparse
+
+    from lab.eval import shard
+    from lab.methods.nanovdr.launched import load_cfg
+
+    p = argparse.ArgumentParser(prog="python -m lab.methods.nanovdr.index", description=main.__doc__)
+    p.add_argument("command", choices=["encode"])
+    p.add_argument("kind", choices=["pages", "queries"])
+    p.add_argument("--cfg", required=True)
+    p.add_argument("--items", required=True, help="JSONL: {docid, text, image} per page, {text} per query")
+    p.add_argument("--out", required=True)
+    p.add_argument("--progress", action="store_true")
+    args = p.parse_args(argv)
+    teacher = _teacher(load_cfg(args.cfg))
+    dev = shard.device()
+    if dev is not None:                # before the first encoding loads the weights
+        if hasattr(teacher, "device"):
+            teacher.device = str(dev)  # Qwen3-VL loads onto it
+        else:
+            teacher.encoder.to(dev)    # the text teacher's sentence encoder
+    rows = [json.loads(line) for line in Path(args.items).read_text("utf-8").splitlines()]
+    if args.kind == "pages":
+        items = [Page(r["docid"], r["text"], Path(r["image"]) if r["image"] else None) for r in rows]
+        emb = shard.map_array(lambda ps: teacher.encode_pages(ps, progress=args.progress), items)      # [N, D]
+    else:
+        emb = shard.map_array(lambda ts: teacher.encode_queries(ts, progress=args.progress),
+                              [r["text"] for r in rows])                                              # [Q, D]
+    if shard.is_main():
+        save_npy(args.out, emb)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

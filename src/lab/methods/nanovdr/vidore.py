@@ -36,7 +36,7 @@ from lab.data.pages import Page, write_pool
 from lab.paths import atomic_path, write_json
 from lab.records import Qrels, Query
 
-__all__ = ["MEASURE", "index_benchmarks", "load_benchmark", "evaluate_benchmarks", "BenchmarkReport"]
+__all__ = ["MEASURE", "index_benchmarks", "load_benchmark", "load_queries", "evaluate_benchmarks", "BenchmarkReport"]
 
 MEASURE = {"ndcg_5": "nDCG@5"}          # the paper's measure; binary qrels make trec_eval's nDCG binary
 
@@ -110,6 +110,15 @@ def load_benchmark(index_dir: str | Path, key: str) -> BenchmarkArtifacts:
     return BenchmarkArtifacts(key, pages, np.load(paths["pages_emb"]), queries, np.load(paths["queries_emb"]), qrels)
 
 
+def load_queries(index_dir: str | Path, key: str) -> list[Query]:
+    """One set's queries alone (what the students encode), without its page embeddings."""
+    path = _paths(Path(index_dir), key)["queries"]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no teacher index for ViDoRe set {key} (rerun the nanovdr_index stage with "
+                                "it in nanovdr.benchmarks)")
+    return [Query(**json.loads(line)) for line in path.read_text("utf-8").splitlines()]
+
+
 @dataclass
 class BenchmarkReport:
     per_set: pd.DataFrame         # version, set, run, ndcg_5, queries
@@ -128,22 +137,27 @@ class BenchmarkReport:
         return {"ndcg_5": means, "retention": dict(zip(self.retention["run"], self.retention["retention"].astype(float)))}
 
 
-def evaluate_benchmarks(cfg, students: Mapping[str, str | Path], *, index_dir: str | Path) -> BenchmarkReport:
-    """Teacher and every student on each ViDoRe set's teacher page index (see module docstring)."""
-    from lab.eval import evaluate
+def evaluate_benchmarks(cfg, students: Mapping[str, str | Path], *, index_dir: str | Path,
+                        query_emb: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> BenchmarkReport:
+    """Teacher and every student on each ViDoRe set's teacher page index (see module docstring).
+    ``query_emb``: ``{set: {student: [Q, D]}}`` already encoded (:func:`lab.methods.nanovdr.evaluate.encode_queries`,
+    under ``accelerate launch`` in the paper profile); else the students are loaded and encode here."""
+    from lab.eval import evaluate, shard
     from lab.retrieval.dense import Encoder
     from lab.retrieval.index import DenseIndex
 
     if not cfg.benchmarks:
         raise ValueError("nanovdr.benchmarks is empty: no ViDoRe set to evaluate")
-    encoders = {name: Encoder.load(path) for name, path in students.items()}
+    encoders = {} if query_emb is not None else {name: Encoder.load(path) for name, path in students.items()}
     rows = []
     for key in cfg.benchmarks:
         art = load_benchmark(index_dir, key)
         index = DenseIndex([p.docid for p in art.pages], art.page_emb)
         q_emb = {"teacher": art.query_emb}                                                  # [Q, D]
-        q_emb.update({name: enc.encode([q.text for q in art.queries], progress=False)      # [Q, D]
-                      for name, enc in encoders.items()})
+        q_emb.update({name: shard.map_array(lambda t, e=enc: e.encode(t, progress=False),   # [Q, D], sharded
+                                            [q.text for q in art.queries])                  # under a launch
+                      for name, enc in encoders.items()} if query_emb is None
+                     else {name: query_emb[key][name] for name in students})
         version, name = key.split("/", 1)
         for run_name, emb in q_emb.items():
             run = index.search(emb, cfg.search_depth, queries=art.queries, name=run_name)

@@ -13,6 +13,7 @@ from typing import Literal
 METHODS = ("specontext", "specontext_undistilled", "streamingllm", "h2o", "snapkv", "quest", "random", "gemfilter",
            "oracle_global", "oracle_layer")
 NEEDLE_TASKS = ("passkey", "single", "multikey", "multivalue")
+BENCH_SOURCES = ("ruler", "longbench")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,22 @@ class SpecEval:
 
 
 @dataclass(frozen=True)
+class SpecBench:
+    """Paper profile: long-context benchmarks from the Hugging Face Hub, scored like the needles (full KV first).
+
+    ``sets``: ``ruler/<length>`` (RULER, Hsieh et al. 2024, as exported by kvpress: ``simonjegou/ruler``, folders
+    4096/8192/16384) or ``longbench/<task>`` (LongBench, Bai et al. 2024: ``Xnhyacinth/LongBench``, one folder per
+    task); both repos are the ones kvpress 0.4.1's evaluation registry names (not checked online from here).
+    """
+
+    sets: tuple[str, ...] = ()         # empty: no benchmark (smoke; the dry run has no Hub)
+    samples: int = 0                   # per set, the first N; 0 = all
+    max_context: int = 32768           # prompt tokens; longer contexts lose their middle (LongBench's truncation)
+    answer_tokens: int = 0             # greedy tokens per answer; 0 = the row's max_new_tokens
+    budgets: tuple[int, ...] = (1024,)
+
+
+@dataclass(frozen=True)
 class SpecConfig:
     model_role: str = "llm"            # models/<role>: the target
     threads: int = 2
@@ -84,6 +101,7 @@ class SpecConfig:
     heads: SpecHeads = field(default_factory=SpecHeads)
     selection: SpecSelection = field(default_factory=SpecSelection)
     eval: SpecEval = field(default_factory=SpecEval)
+    bench: SpecBench = field(default_factory=SpecBench)
 
     def __post_init__(self):
         bad = [m for m in self.eval.methods if m not in METHODS]
@@ -92,6 +110,10 @@ class SpecConfig:
         bad = [t for t in self.eval.needle_tasks if t not in NEEDLE_TASKS]
         if bad:
             raise ValueError(f"specontext.eval.needle_tasks: unknown {bad}; known {list(NEEDLE_TASKS)}")
+        bad = [x for x in self.bench.sets if x.partition("/")[0] not in BENCH_SOURCES or not x.partition("/")[2]]
+        if bad:
+            raise ValueError(f"specontext.bench.sets: {bad} are not <source>/<subset> with source in "
+                             f"{list(BENCH_SOURCES)} (e.g. ruler/4096, longbench/hotpotqa)")
 
 
 SECTION = "specontext"
