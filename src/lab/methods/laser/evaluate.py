@@ -15,6 +15,7 @@ from lab.methods.laser.config import LaserConfig
 from lab.methods.laser.data import Pool, load_base
 from lab.records import Candidate, Query, Ranking, Run
 
+BASE = "base"      # the model of every untrained row
 TOP = 100          # ranked passages kept per query (nDCG@10 needs 10; R@100 if asked)
 
 
@@ -72,18 +73,19 @@ class EvalOutput:
 def run_all(cfg: LaserConfig, pool: Pool, *, model_path: str | Path, adapters_dir: str | Path,
             reasoning: dict[tuple[str, str], str], progress: bool = True) -> EvalOutput:
     """Encode the pool and the queries for every :func:`configs` entry: one model load and one pool pass per
-    variant, at the largest K its configurations use (:func:`encode_ks` gives every smaller K from it)."""
+    model, at the largest K its configurations use (:func:`encode_ks` gives every smaller K from it). The untrained
+    rows (zero-shot K = 1 and K = 3) are one model, the base: one pass serves both."""
     from lab.retrieval.laser_prompts import load_laser_prompt
     from lab.retrieval.latent_train import encode, encode_ks, reasoning_or_query
 
     prompt = load_laser_prompt(cfg.prompt)
     lo, e = cfg.loss, cfg.eval
     out = EvalOutput()
-    by_variant: dict[str, list[Config]] = {}
+    by_model: dict[str, list[Config]] = {}
     for c in configs(cfg):
-        by_variant.setdefault(c.variant, []).append(c)
-    for variant, group in by_variant.items():
-        model, tok = load_variant(cfg, variant, model_path, adapters_dir)
+        by_model.setdefault(c.variant if cfg.rows[c.variant].train else BASE, []).append(c)
+    for variant, group in by_model.items():
+        model, tok = load_variant(cfg, group[0].variant, model_path, adapters_dir)
         docs: dict[int, np.ndarray] = {}
         ks = sorted({c.k for c in group})
         for c in group:
