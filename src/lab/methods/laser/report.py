@@ -38,7 +38,7 @@ def table5(cfg: LaserConfig, summary: pd.DataFrame, measure: str = "ndcg_10") ->
                     up = row.paper > base_paper
                     same = (d > 0) == up and d != 0
                     line["verdict"] = "reproduced" if same and p < e.alpha else (
-                        f"not reproduced ({'within noise' if p >= e.alpha else 'opposite sign'}, p = {p:.3f})")
+                        f"not reproduced ({'within noise' if p >= e.alpha else 'opposite sign'}, p = {p:.2g})")
         rows.append(line)
     return pd.DataFrame(rows, columns=["row", "variant", "k", "reasoning", "paper", "ours", "delta", "p", "verdict"])
 
