@@ -14,10 +14,11 @@ process computes exactly what it computed before sharding existed.
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any, Callable, Sequence, TypeVar
 
-__all__ = ["world", "is_main", "device", "bounds", "split", "gather", "gather_parts", "map_sharded", "map_array"]
+__all__ = ["world", "is_main", "close", "device", "bounds", "split", "gather", "gather_parts", "map_sharded", "map_array"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,7 +46,30 @@ def _state():
     # without cpu=True accelerate sees no CUDA device, no MPI and calls N CPU processes "not distributed" (each
     # would take every item); cpu=True makes them MULTI_CPU over gloo
     cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    return PartialState(cpu=cpu)
+    state = PartialState(cpu=cpu)
+    global _CLOSE_REGISTERED
+    if not _CLOSE_REGISTERED:
+        atexit.register(close)
+        _CLOSE_REGISTERED = True
+    return state
+
+
+_CLOSE_REGISTERED = False
+
+
+def close() -> None:
+    """Tear the process group down (registered at exit by the first :func:`world` / :func:`split` / ... call).
+
+    A gloo group still alive at interpreter exit aborts the process from its C++ destructor ("terminate called
+    without an active exception", SIGABRT): 1 run in 6 of the 2-process shard test on 2 cores failed that way,
+    after every collective had completed. No barrier here: a rank that crashed must not hang the others.
+    """
+    try:
+        import torch.distributed as dist
+    except ImportError:                    # pragma: no cover - torch is a dependency
+        return
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def world() -> tuple[int, int]:

@@ -25,7 +25,8 @@ import sys
 from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence
 
-__all__ = ["LaunchPlan", "plan", "command", "run", "inside_launch", "cuda_devices", "ENV_PROCESSES"]
+__all__ = ["LaunchPlan", "plan", "command", "run", "inside_launch", "cuda_devices", "ENV_PROCESSES", "train_args",
+           "write_result", "read_result", "finish", "replay_curve"]
 
 ENV_PROCESSES = "LAB_NUM_PROCESSES"
 # LAB_LAUNCHED: set by :func:`run`; accelerate's single-process launcher sets none of the others, and a launched
@@ -121,3 +122,71 @@ def run(p: LaunchPlan, module: str, args: Sequence[str], *, cwd: str | None = No
     if proc.wait() != 0:
         raise RuntimeError(f"`{' '.join(argv[2:8])} ... -m {module}` exited with {proc.returncode} "
                            f"({p.reason}):\n{''.join(tail)}")
+
+
+# ------------------------------------------------------------------ the hand-over every launched trainer shares
+# The caller writes its exact config and examples, launches ``python -m <method>.train train --cfg ... --examples
+# ...``, and reads the Trainer's log history back (:func:`read_result`); the launched CLI ends with :func:`finish`.
+
+
+def train_args(cfg_file, examples_file, result_file, *, variant: str, model_path, seed: int, adapters_dir,
+               checkpoint_root=None, steps: int | None = None) -> list[str]:
+    """The launched ``train`` command's arguments (absolute paths: the launch may run from another folder)."""
+    from pathlib import Path
+
+    args = ["train", "--cfg", str(cfg_file), "--examples", str(examples_file), "--variant", variant,
+            "--model", str(Path(model_path).resolve()), "--seed", str(seed), "--result", str(result_file),
+            "--out", str(Path(adapters_dir).resolve()) if adapters_dir is not None else ""]
+    args += ["--checkpoints", str(Path(checkpoint_root).resolve())] if checkpoint_root else ["--no-checkpoints"]
+    return args + ([] if steps is None else ["--steps", str(steps)])
+
+
+def write_result(path, result) -> None:
+    """A :class:`lab.train.FitResult` without its model (rank 0 saved the adapter) as JSON."""
+    from pathlib import Path
+
+    from lab.paths import write_json
+
+    write_json(Path(path), {"history": result.history, "resumed_from": result.resumed_from,
+                            "best_step": result.best_step, "best_metric": result.best_metric,
+                            "checkpoint": result.checkpoint})
+
+
+def read_result(path):
+    import json
+    from pathlib import Path
+
+    from lab.train.settings import FitResult
+
+    return FitResult(model=None, **json.loads(Path(path).read_text()))
+
+
+def finish(result_path, result, curve: list[dict], summary: dict) -> None:
+    """End of a launched training CLI: rank 0 writes ``result`` (when asked) and prints ``summary``, the world
+    size, the number of steps of ``curve`` (the method's per-step losses) and its last step as one JSON line; then
+    every rank tears its process group down (see :func:`lab.eval.shard.close`)."""
+    import json
+
+    import torch.distributed as dist
+
+    from lab.eval.shard import close
+
+    dist_on = dist.is_available() and dist.is_initialized()
+    if not dist_on or dist.get_rank() == 0:
+        if result_path:
+            write_result(result_path, result)
+        print(json.dumps({**summary, "steps": len(curve), "world": dist.get_world_size() if dist_on else 1,
+                          "last": curve[-1] if curve else None}))
+    close()
+
+
+def replay_curve(run, history, key: str = "curve") -> None:
+    """Log a launched Trainer's log history to ``run`` as ``<key>.*`` per step, as the in-process run logs it."""
+    import math
+
+    if run is None:
+        return
+    for r in history:
+        values = {k: float(v) for k, v in r.items() if k != "step" and isinstance(v, (int, float)) and math.isfinite(v)}
+        if values and "step" in r:
+            run.log_metrics({key: values}, step=int(r["step"]))

@@ -18,7 +18,6 @@ of this paper but the schema at module level (no circle with ``train`` or ``rera
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -27,8 +26,8 @@ from lab import config as lab_config
 from lab.methods.first.config import SCHEMA
 from lab.train import FitResult, launch
 
-__all__ = ["launch_plan", "train_launched", "write_examples", "read_examples", "write_result", "read_result",
-           "load_cfg", "rerank_plan", "rerank_launched", "write_sets", "read_sets", "write_rerank_result",
+__all__ = ["launch_plan", "train_launched", "write_examples", "read_examples", "load_cfg",
+           "rerank_plan", "rerank_launched", "write_sets", "read_sets", "write_rerank_result",
            "read_rerank_result"]
 
 
@@ -58,19 +57,6 @@ def read_examples(path: str | Path) -> tuple[list, list[str], list[str]]:
             [r["qid"] for r in rows], [r["kind"] for r in rows])
 
 
-def write_result(path: str | Path, result: FitResult) -> None:
-    from lab.paths import write_json
-
-    write_json(Path(path), {"history": result.history, "resumed_from": result.resumed_from,
-                            "best_step": result.best_step, "best_metric": result.best_metric,
-                            "checkpoint": result.checkpoint})
-
-
-def read_result(path: str | Path) -> FitResult:
-    data = json.loads(Path(path).read_text())
-    return FitResult(model=None, **data)
-
-
 def train_launched(plan: launch.LaunchPlan, cfg, variant: str, ts, *, model_path, adapters_dir, seed: int,
                    checkpoint_root=None, stop_after: int | None = None, steps: int | None = None,
                    run=None) -> FitResult:
@@ -80,20 +66,12 @@ def train_launched(plan: launch.LaunchPlan, cfg, variant: str, ts, *, model_path
         cfg_file, ex_file, result = Path(tmp) / "cfg.json", Path(tmp) / "examples.jsonl", Path(tmp) / "result.json"
         cfg_file.write_text(json.dumps(lab_config.as_plain(cfg)))
         write_examples(ex_file, ts.examples, ts.qids, ts.kinds)
-        args = ["train", "--cfg", str(cfg_file), "--examples", str(ex_file), "--variant", variant,
-                "--model", str(Path(model_path).resolve()), "--seed", str(seed), "--result", str(result),
-                "--out", str(Path(adapters_dir).resolve()) if adapters_dir is not None else ""]
-        args += ["--checkpoints", str(Path(checkpoint_root).resolve())] if checkpoint_root else ["--no-checkpoints"]
-        args += [] if steps is None else ["--steps", str(steps)]
+        args = launch.train_args(cfg_file, ex_file, result, variant=variant, model_path=model_path, seed=seed,
+                                 adapters_dir=adapters_dir, checkpoint_root=checkpoint_root, steps=steps)
         args += [] if stop_after is None else ["--stop-after", str(stop_after)]
         launch.run(plan, "lab.methods.first.train", args)
-        res = read_result(result)
-    if run is not None:
-        for r in res.history:
-            values = {k: float(v) for k, v in r.items()
-                      if k != "step" and isinstance(v, (int, float)) and math.isfinite(v)}
-            if values and "step" in r:
-                run.log_metrics({f"curve.{variant}": values}, step=int(r["step"]))
+        res = launch.read_result(result)
+    launch.replay_curve(run, res.history, f"curve.{variant}")
     return res
 
 

@@ -230,17 +230,9 @@ def main(argv: list[str] | None = None) -> int:
                         checkpoint_root=None if args.no_checkpoints else args.checkpoints or cfg.checkpoint_dir,
                         steps=args.steps,
                         stop_after=args.stop_after)
-    import torch.distributed as dist
+    from lab.train.launch import finish
 
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        if args.result:
-            from lab.methods.first.launched import write_result
-
-            write_result(args.result, res)
-        curve = losses(res)
-        print(json.dumps({"variant": args.variant, "examples": len(ts.examples), "steps": len(curve),
-                          "world": dist.get_world_size() if dist.is_initialized() else 1,
-                          "last": curve[-1] if curve else None}))
+    finish(args.result, res, losses(res), {"variant": args.variant, "examples": len(ts.examples)})
     return 0
 
 

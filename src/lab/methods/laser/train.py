@@ -171,17 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                         adapters_dir=args.out or None, seed=seed,
                         checkpoint_root=None if args.no_checkpoints else args.checkpoints or cfg.checkpoint_dir,
                         steps=args.steps)
-    import torch.distributed as dist
+    from lab.train.launch import finish
 
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        if args.result:
-            from lab.methods.laser.launched import write_result
-
-            write_result(args.result, res)
-        curve = losses(res)
-        print(json.dumps({"variant": args.variant, "examples": len(ts.examples), "steps": len(curve),
-                          "world": dist.get_world_size() if dist.is_initialized() else 1,
-                          "last": curve[-1] if curve else None}))
+    finish(args.result, res, losses(res), {"variant": args.variant, "examples": len(ts.examples)})
     return 0
 
 

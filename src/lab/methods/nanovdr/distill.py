@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not dist.is_initialized() or dist.get_rank() == 0:
         launched.write_result(a.result, curve)
+    from lab.eval.shard import close
+
+    close()                                 # a gloo group alive at exit can SIGABRT the process (see close)
     return 0
 
 
