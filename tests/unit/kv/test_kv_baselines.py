@@ -87,6 +87,19 @@ def test_quest_page_upper_bound_matches_the_hand_computation():
     assert quest.select_layer(0, q, key5, 1.0, ctl).tolist() == [[0, 1, 4]]           # no duplicated row
 
 
+def test_quest_kept_page_metadata_equals_recomputing_every_page_each_step():
+    g = torch.Generator().manual_seed(0)
+    key = torch.randn(2, 3, 70, 8, generator=g)                                       # (B, KVH, L, D)
+    quest, fresh = baselines.Quest(page=16, dense_layers=0), baselines.Quest(page=16, dense_layers=0)
+    for length in (17, 31, 32, 33, 48, 49, 50, 64, 70):                              # a decode growing the cache
+        q = torch.randn(2, 6, 1, 8, generator=g)                                      # GQA: 6 heads on 3
+        assert torch.equal(quest.page_bounds(q, key[:, :, :length], layer=3), fresh.page_bounds(q, key[:, :, :length]))
+    assert quest._pages[3][1].shape[2] == 4                                           # 4 complete pages kept
+    other = torch.randn(2, 3, 70, 8, generator=g)                                     # another sequence: recomputed
+    q = torch.randn(2, 6, 1, 8, generator=g)
+    assert torch.equal(quest.page_bounds(q, other, layer=3), fresh.page_bounds(q, other))
+
+
 def test_gemfilter_like_full_below_its_layer_then_that_layers_set():
     gem = baselines.GemFilterLike(filter_layer=1)
     ctl = type("C", (), {"budget": 6, "sinks": 2, "window": 2})()
@@ -124,6 +137,15 @@ def test_column_mass_blockwise_equals_the_full_matrix():
 def test_changed_fraction_and_recall():
     assert policy.changed_fraction(torch.tensor([[0, 1, 2, 3]]), torch.tensor([[0, 1, 2, 4]])).tolist() == [0.25]
     assert policy.set_recall(torch.tensor([[0, 2, 5]]), torch.tensor([[2, 5, 7, 9]])).tolist() == [0.5]
+
+
+def test_changed_fraction_and_recall_equal_the_all_pairs_formula():
+    g = torch.Generator().manual_seed(1)
+    prev, cur = torch.randint(0, 300, (3, 40), generator=g), torch.randint(0, 500, (3, 90), generator=g)
+    direct_changed = 1.0 - (cur[:, :, None] == prev[:, None, :]).any(-1).float().mean(-1)       # (B,)
+    direct_recall = (prev[:, :, None] == cur[:, None, :]).any(-1).float().mean(-1)             # (B,)
+    assert torch.equal(policy.changed_fraction(prev, cur), direct_changed)
+    assert torch.equal(policy.set_recall(cur, prev), direct_recall)
 
 
 def test_memory_model_bytes_against_the_direct_formula():

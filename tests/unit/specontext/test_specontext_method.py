@@ -76,3 +76,37 @@ def test_fidelity_rows_are_exact_at_full_budget_and_cover_every_method():
     assert (full.agreement == 1.0).all() and (full.kl.abs() < 1e-9).all() and (full.mass_recall > 1 - 1e-6).all()
     assert (rows[rows.budget == 12].mass_recall < 1.0).all()
     assert (rows[rows.method == "specontext"].select_calls_per_step == 1.0).all()
+
+
+@pytest.mark.parametrize("unsolved", [False, True])
+def test_needles_full_kv_fails_are_not_decoded_by_the_methods_unless_asked(monkeypatch, unsolved):
+    import torch
+
+    from lab.kv import baselines
+    from lab.methods.specontext import evaluate as E
+
+    tok = ByteTokenizer()
+    texts = [f"passage number {i} about nothing in particular." for i in range(50)]
+    cfg = lab.config.load("specontext", "tiny")
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, needle_tasks=("passkey",), needle_depths=(0.1, 0.9), answer_tokens=8,
+                                                           needles_unsolved=unsolved))
+    key = N.make("passkey", 0.1, 0).answers[0]                        # full KV "solves" depth 0.1 only
+    calls = []
+
+    def decode(target, cache, tokens, selector=None, *, greedy_after, **kw):
+        calls.append(getattr(selector, "name", "full"))
+        ids = list((" " + key).encode()) if cache == 0.1 else [0]
+        ans = torch.full((1, tokens.shape[1]), 32)
+        ans[0, greedy_after - 1:greedy_after - 1 + len(ids)] = torch.tensor(ids[: tokens.shape[1] - greedy_after + 1])
+        return torch.nn.functional.one_hot(ans, 256).float(), tokens, None
+
+    monkeypatch.setattr(E.selective, "decode", decode)
+    monkeypatch.setattr(E.selective, "copy_cache", lambda c: c)
+    depth = iter([0.1, 0.9])
+    monkeypatch.setattr(E, "_prefill", lambda target, prompt, selectors: (next(depth), None))
+    sels = {"streamingllm": baselines.StreamingLLM(), "random": baselines.RandomSelector(0)}
+    rows = pd.DataFrame(E.needle_eval(None, tok, texts, sels, [32], cfg, context=256, seed=0))
+    solved = rows[(rows.method == "full")].set_index("depth").score.to_dict()
+    assert solved == {0.1: 1.0, 0.9: 0.0}
+    assert calls == ["full", "streamingllm", "random", "full"] + (["streamingllm", "random"] if unsolved else [])
+    assert E.needle_summary(rows).scored_needles.tolist() == [1, 1]

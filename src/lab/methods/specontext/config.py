@@ -75,6 +75,8 @@ class SpecEval:
     answer_tokens: int = 10
     # *(our design)* the question is decoded under selection (prefill = haystack only); false: prefilled in full
     question_decoded: bool = True
+    # false: a needle full KV fails is not decoded by the methods (it would be scored for none of them)
+    needles_unsolved: bool = False
 
 
 @dataclass(frozen=True)
