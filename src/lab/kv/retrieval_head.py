@@ -109,6 +109,50 @@ def best_heads(scores: torch.Tensor, n: int) -> list[tuple[int, int]]:
     return [(i // scores.shape[1], i % scores.shape[1]) for i in flat]
 
 
+# ----------------------------------------------------------------------------------------------- growing buffers
+def append_rows(buf: torch.Tensor | None, length: int, rows: torch.Tensor, dim: int) -> torch.Tensor:
+    """``rows`` written after the first ``length`` entries of ``buf`` along ``dim``, in place while its capacity
+    lasts, else into a new buffer with twice the room (amortised O(1) per row). Returns the buffer.
+
+    Why: appending by ``torch.cat`` allocates the whole cache again each decoding step; at 8k x batch 8 one of
+    the head's layers is 2 x 50 MB, above glibc's 32 MB mmap threshold, so every step mapped fresh pages and
+    faulted them in: SpeContext decoded at ~1.05x full KV in bench/specontext_throughput.py, ~1.75x with
+    ``MALLOC_MMAP_THRESHOLD_`` raised (2026-12-02, 2 cores)."""
+    need = length + rows.shape[dim]
+    if buf is None or buf.shape[dim] < need:
+        shape = list(rows.shape)
+        shape[dim] = max(need, 2 * (buf.shape[dim] if buf is not None else 0), 64)
+        grown = rows.new_empty(shape)
+        if buf is not None and length:
+            grown.narrow(dim, 0, length).copy_(buf.narrow(dim, 0, length))
+        buf = grown
+    buf.narrow(dim, length, rows.shape[dim]).copy_(rows)
+    return buf
+
+
+def growing_cache(config):
+    """A ``DynamicCache`` whose layers append into growing buffers (:func:`append_rows`) instead of ``torch.cat``;
+    ``keys`` / ``values`` are views of the filled part, so attention sees exactly what ``DynamicCache`` returns."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self._kbuf = self._vbuf = None
+            n = self.keys.shape[-2] if self.keys.numel() else 0
+            self._kbuf = append_rows(self._kbuf, n, key_states, -2)
+            self._vbuf = append_rows(self._vbuf, n, value_states, -2)
+            self.keys = self._kbuf[..., : n + key_states.shape[-2], :]                      # (B, KVH, L, D) view
+            self.values = self._vbuf[..., : n + key_states.shape[-2], :]
+            return self.keys, self.values
+
+    cache = DynamicCache(config=config)
+    cache.layers = [GrowingLayer() for _ in cache.layers]
+    return cache
+
+
 # ----------------------------------------------------------------------------------------------- pruned head
 class RetrievalHead(nn.Module):
     """The DLM pruned to ``heads`` [(dlm_layer, query_head)]: embedding, DLM layers below the top kept layer, and
@@ -145,16 +189,16 @@ class RetrievalHead(nn.Module):
     def reset(self) -> None:
         self.cache = None
         self.length = 0
-        self.keys: dict[str, torch.Tensor] = {}        # head -> (B, L, D) RoPE'd keys
+        self.keys: dict[str, torch.Tensor] = {}        # head -> (B, L, D) RoPE'd keys (a view of its buffer)
+        self.key_buffers: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Append ``input_ids`` (B, T) and return the scores of its last token over every token so far (B, L)."""
-        from transformers import DynamicCache
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         if self.cache is None:
-            self.cache = DynamicCache(config=self.config)
+            self.cache = growing_cache(self.config)
         pos = (torch.arange(input_ids.shape[1]) + self.length)[None].to(input_ids.device)   # (1, T)
         self.length += input_ids.shape[1]
         h = self.embed(input_ids)                                                           # (B, T, E)
@@ -173,8 +217,11 @@ class RetrievalHead(nn.Module):
             k = (x @ self.k[f"{layer}_{head}"].T)[:, None]                                  # (B, 1, T, D)
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
             name = f"{layer}_{head}"
-            keys = k[:, 0] if name not in self.keys else torch.cat([self.keys[name], k[:, 0]], dim=1)
-            self.keys[name] = keys                                                          # (B, L, D)
+            if name in self.keys and name not in self.key_buffers:     # keys set from outside (lab.kv.synthetic)
+                self.key_buffers[name] = self.keys[name]
+            n = self.keys[name].shape[1] if name in self.keys else 0
+            self.key_buffers[name] = append_rows(self.key_buffers.get(name), n, k[:, 0], 1)
+            keys = self.keys[name] = self.key_buffers[name][:, : n + k.shape[2]]           # (B, L, D)
             logits = (q[:, 0, -1:] @ keys.transpose(1, 2))[:, 0].float() * self.scaling     # (B, L)
             rows.append(logits.softmax(-1))
         return torch.stack(rows).amax(0)                                                    # (B, L)
@@ -191,8 +238,9 @@ class HeadSelector:
     def __deepcopy__(self, memo):
         """A copy with its own caches and shared weights (one copy per method run; weights are read-only)."""
         head = copy.copy(self.head)
-        head.cache = copy.deepcopy(self.head.cache, memo)
-        head.keys = dict(self.head.keys)
+        head.cache = copy.deepcopy(self.head.cache, memo)          # buffers are written in place: own copies
+        head.key_buffers = {n: b.clone() for n, b in self.head.key_buffers.items()}
+        head.keys = {n: head.key_buffers[n][:, : k.shape[1]] for n, k in self.head.keys.items()}
         return HeadSelector(head, self.name)
 
     def prefill(self, prompt_ids: torch.Tensor) -> None:

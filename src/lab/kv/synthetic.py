@@ -9,14 +9,17 @@ import torch
 
 def random_cache(config, batch: int, length: int, layers: int, dtype, device, kind: str = "dynamic", extra: int = 0):
     """A transformers cache holding ``length`` random K/V rows in each of ``layers`` layers. ``kind``: ``dynamic``
-    (``DynamicCache``), ``offloaded`` (``DynamicCache(offloading=True)``: CUDA only in transformers 5.24) or
+    (``DynamicCache``), ``growing`` (the retrieval head's: :func:`lab.kv.retrieval_head.growing_cache`),
+    ``offloaded`` (``DynamicCache(offloading=True)``: CUDA only in transformers 5.24) or
     ``static`` (``StaticCache`` with room for ``extra`` more tokens). Rows are drawn on the CPU from seed 0 (the
     same numbers on every device) unless ``device`` is CUDA, where they are drawn there (32k x 32 layers of an 8B
     model would be 16 GiB through the host)."""
     from transformers import DynamicCache, StaticCache
 
     d = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    cache = (DynamicCache(config=config) if kind == "dynamic" else
+    from lab.kv.retrieval_head import growing_cache
+
+    cache = (DynamicCache(config=config) if kind == "dynamic" else growing_cache(config) if kind == "growing" else
              DynamicCache(config=config, offloading=True) if kind == "offloaded" else
              StaticCache(config=config, max_cache_len=length + extra))
     on = torch.device(device)
@@ -32,7 +35,7 @@ def head_with_context(head, batch: int, length: int, dtype, device):
     """``head`` (a :class:`lab.kv.retrieval_head.RetrievalHead`) as if it had run over ``length`` tokens."""
     head.reset()
     if head.top:
-        head.cache = random_cache(head.config, batch, length, head.top, dtype, device)
+        head.cache = random_cache(head.config, batch, length, head.top, dtype, device, "growing")
     for name in head.q:
         head.keys[name] = torch.randn(batch, length, head.head_dim).to(device, dtype)
     head.length = length

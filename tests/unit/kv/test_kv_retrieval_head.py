@@ -59,3 +59,42 @@ def test_topk_kl_equals_the_full_kl_when_k_is_the_vocabulary():
     p = F.softmax(vals3, -1)
     manual = (p * (p.log() - F.log_softmax(s, -1).gather(-1, ids3))).sum(-1).mean()
     assert torch.allclose(topk_logit_kl(s, vals3, ids3), manual, atol=1e-6)
+
+
+def test_growing_cache_returns_what_dynamic_cache_returns_and_copies_are_independent():
+    import copy
+
+    from transformers import DynamicCache
+
+    cfg = tiny_llama(layers=2).config
+    grow, dyn = rh.growing_cache(cfg), DynamicCache(config=cfg)
+    g = torch.Generator().manual_seed(0)
+    for t in (5, 1, 1, 60, 1, 70, 1):                   # 5 -> 64 rows of room, regrown at 67 and at 138
+        k, v = torch.randn(2, 2, t, 16, generator=g), torch.randn(2, 2, t, 16, generator=g)
+        for layer in (0, 1):
+            a, b = grow.update(k, v, layer), dyn.update(k, v, layer)
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        if t == 60:
+            twin = copy.deepcopy(grow)                      # a method run's own copy (HeadSelector.__deepcopy__)
+            before = twin.layers[0].keys.clone()
+    assert grow.get_seq_length() == dyn.get_seq_length() == 139
+    twin.update(torch.zeros(2, 2, 1, 16), torch.zeros(2, 2, 1, 16), 0)
+    assert torch.equal(twin.layers[0].keys[..., :-1, :], before)           # the original's writes did not leak
+
+
+def test_head_selector_copies_decode_alike_with_buffers_written_in_place():
+    import copy
+
+    target = tiny_llama(layers=3, seed=1)
+    head = rh.RetrievalHead(rh.build_dlm(target, [0, 2]).eval(), [(1, 1)]).eval()
+    sel = rh.HeadSelector(head)
+    ids = torch.randint(0, 512, (1, 40), generator=torch.Generator().manual_seed(3))
+    sel.prefill(ids[:, :30])
+    other = torch.randint(0, 512, (1, 10), generator=torch.Generator().manual_seed(4))
+    ref = copy.deepcopy(sel)
+    expected = [ref.head(ids[:, r:r + 1]) for r in range(30, 40)]
+    a, b = copy.deepcopy(sel), copy.deepcopy(sel)           # two method runs from one prefilled prototype,
+    for i, r in enumerate(range(30, 40)):                   # interleaved: b writes other tokens at a's positions
+        got = a.head(ids[:, r:r + 1])
+        b.head(other[:, i:i + 1])
+        assert torch.equal(got, expected[i])
