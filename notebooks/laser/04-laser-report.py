@@ -16,7 +16,6 @@ profile = "smoke"
 out_dir = "outputs/laser_report"
 
 # %%
-import pandas as pd
 import seaborn as sns
 
 import lab.config
@@ -26,7 +25,7 @@ from lab.methods.laser import report as laser_report
 
 cfg = lab.config.load("laser", profile)
 run = lab.tracking.current("laser_report", out_dir, params=lab.config.as_plain(cfg), profile=profile)
-summary = pd.read_csv("outputs/laser_eval/summary.csv")
+summary = laser_report.load_summary("outputs/laser_eval")
 table = laser_report.table5(cfg, summary)
 sweep = laser_report.k_sweep(cfg, summary)
 run.log_table(table, "table5")

@@ -122,3 +122,22 @@ def test_table5_verdicts_need_the_papers_direction_and_p_below_alpha():
     assert k_sweep(cfg, summary)["k"].tolist() == [1, 3]
     c = claims(cfg, summary)
     assert c["full_minus_basic"] == 0.05 and c["full_minus_basic_p"] == 0.01 and c["basic_ndcg_10"] == 0.40
+
+
+def test_report_reads_p_values_at_full_precision_not_the_csvs_six_decimals(tmp_path):
+    import json
+
+    from lab.methods.laser.report import claims, load_summary, table5
+
+    cfg = load("smoke")
+    rows = [{"config": "basic", "k": 1, "ndcg_10": 0.318933, "ndcg_10_delta": None, "ndcg_10_p": None},
+            {"config": "wo_latent", "k": 1, "ndcg_10": 0.256835, "ndcg_10_delta": -0.062098, "ndcg_10_p": 0.0}]
+    pd.DataFrame(rows).to_csv(tmp_path / "summary.csv", index=False, float_format="%.6f")   # as log_table writes
+    (tmp_path / "metrics.json").write_text(json.dumps({
+        "basic": {"ndcg_10": 0.3189333999783772},
+        "wo_latent": {"ndcg_10": 0.25683544073577486, "ndcg_10_delta": -0.06209795924260242,
+                      "ndcg_10_p": 3.8859234639991835e-07}, "pool": {"size": 643}}))
+    summary = load_summary(tmp_path)
+    assert claims(cfg, summary)["wo_latent_minus_basic_p"] == 3.8859234639991835e-07
+    assert table5(cfg, summary).set_index("variant").loc["wo_latent", "verdict"] == \
+        "not reproduced (opposite sign, p = 3.9e-07)"

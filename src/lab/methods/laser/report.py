@@ -3,6 +3,8 @@ extra rows (zero-shot, rewrite-then-retrieve, the oracle control) and the infere
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -10,6 +12,20 @@ import pandas as pd
 from lab.methods.laser.config import LaserConfig
 
 PAPER_METRIC = "BRIGHT avg nDCG@10 x100, Qwen3-0.6B (Table 5)"
+
+
+def load_summary(eval_dir: str | Path) -> pd.DataFrame:
+    """``<eval_dir>/summary.csv`` with every number the stage's ``metrics.json`` holds at full precision put back:
+    the CSV keeps 6 decimals, which turned the paired test's p = 3.9e-7 (w/o latent vs basic) into "p = 0"."""
+    eval_dir = Path(eval_dir)
+    summary = pd.read_csv(eval_dir / "summary.csv")
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    for i, name in enumerate(summary["config"]):
+        row = metrics.get(name)
+        for key, value in (row.items() if isinstance(row, dict) else ()):
+            if key in summary.columns and isinstance(value, (int, float)):
+                summary.loc[i, key] = float(value)
+    return summary
 
 
 def table5(cfg: LaserConfig, summary: pd.DataFrame, measure: str = "ndcg_10") -> pd.DataFrame:
