@@ -39,6 +39,9 @@ def _distributed() -> bool:
         raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r}: expected an int") from None
 
 
+_CLOSE_REGISTERED = False             # close() registered at exit (once per process)
+
+
 def _state():
     import torch
     from accelerate import PartialState     # joins the process group the launcher describes
@@ -52,9 +55,6 @@ def _state():
         atexit.register(close)
         _CLOSE_REGISTERED = True
     return state
-
-
-_CLOSE_REGISTERED = False
 
 
 def close() -> None:

@@ -124,7 +124,8 @@ class Quest:
             nmin, nmax = self._reduce(key, done * page, complete * page, (complete - done) * page)
             kmin, kmax = torch.cat([kmin, nmin], dim=2), torch.cat([kmax, nmax], dim=2)
         if layer is not None:
-            self._pages[layer] = (key[:, :, 0].clone(), kmin, kmax)
+            first = kept[0] if kept is not None else key[:, :, 0].clone()              # (B, KVH, D)
+            self._pages[layer] = (first, kmin, kmax)
         if complete * page < length:                                               # the current, partial page
             tmin, tmax = self._reduce(key, complete * page, length, page)
             kmin, kmax = torch.cat([kmin, tmin], dim=2), torch.cat([kmax, tmax], dim=2)

@@ -189,7 +189,7 @@ class RetrievalHead(nn.Module):
     def reset(self) -> None:
         self.cache = None
         self.length = 0
-        self.keys: dict[str, torch.Tensor] = {}        # head -> (B, L, D) RoPE'd keys (a view of its buffer)
+        # head -> RoPE'd keys (B, >= L, D); the first ``length`` rows are filled (:func:`append_rows`)
         self.key_buffers: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
@@ -199,7 +199,8 @@ class RetrievalHead(nn.Module):
 
         if self.cache is None:
             self.cache = growing_cache(self.config)
-        pos = (torch.arange(input_ids.shape[1]) + self.length)[None].to(input_ids.device)   # (1, T)
+        start = self.length
+        pos = (torch.arange(input_ids.shape[1]) + start)[None].to(input_ids.device)          # (1, T)
         self.length += input_ids.shape[1]
         h = self.embed(input_ids)                                                           # (B, T, E)
         cos, sin = self.rotary(h, position_ids=pos)
@@ -217,11 +218,8 @@ class RetrievalHead(nn.Module):
             k = (x @ self.k[f"{layer}_{head}"].T)[:, None]                                  # (B, 1, T, D)
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
             name = f"{layer}_{head}"
-            if name in self.keys and name not in self.key_buffers:     # keys set from outside (lab.kv.synthetic)
-                self.key_buffers[name] = self.keys[name]
-            n = self.keys[name].shape[1] if name in self.keys else 0
-            self.key_buffers[name] = append_rows(self.key_buffers.get(name), n, k[:, 0], 1)
-            keys = self.keys[name] = self.key_buffers[name][:, : n + k.shape[2]]           # (B, L, D)
+            self.key_buffers[name] = append_rows(self.key_buffers.get(name), start, k[:, 0], 1)
+            keys = self.key_buffers[name][:, : self.length]                                 # (B, L, D)
             logits = (q[:, 0, -1:] @ keys.transpose(1, 2))[:, 0].float() * self.scaling     # (B, L)
             rows.append(logits.softmax(-1))
         return torch.stack(rows).amax(0)                                                    # (B, L)
@@ -240,7 +238,6 @@ class HeadSelector:
         head = copy.copy(self.head)
         head.cache = copy.deepcopy(self.head.cache, memo)          # buffers are written in place: own copies
         head.key_buffers = {n: b.clone() for n, b in self.head.key_buffers.items()}
-        head.keys = {n: head.key_buffers[n][:, : k.shape[1]] for n, k in self.head.keys.items()}
         return HeadSelector(head, self.name)
 
     def prefill(self, prompt_ids: torch.Tensor) -> None:

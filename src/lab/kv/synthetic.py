@@ -16,9 +16,9 @@ def random_cache(config, batch: int, length: int, layers: int, dtype, device, ki
     model would be 16 GiB through the host)."""
     from transformers import DynamicCache, StaticCache
 
-    d = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     from lab.kv.retrieval_head import growing_cache
 
+    d = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     cache = (DynamicCache(config=config) if kind == "dynamic" else growing_cache(config) if kind == "growing" else
              DynamicCache(config=config, offloading=True) if kind == "offloaded" else
              StaticCache(config=config, max_cache_len=length + extra))
@@ -37,6 +37,6 @@ def head_with_context(head, batch: int, length: int, dtype, device):
     if head.top:
         head.cache = random_cache(head.config, batch, length, head.top, dtype, device, "growing")
     for name in head.q:
-        head.keys[name] = torch.randn(batch, length, head.head_dim).to(device, dtype)
+        head.key_buffers[name] = torch.randn(batch, length, head.head_dim).to(device, dtype)   # full: grows next step
     head.length = length
     return head
